@@ -1,0 +1,3 @@
+from tinv_cli.cli import main
+
+main()
