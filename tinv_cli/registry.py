@@ -1,0 +1,481 @@
+"""The local registry: every concept trained, pulled or imported, in one folder shared by all projects.
+
+Layout (see docs/architecture.md): ``$TINV_HOME/registry/<name>/<version>/`` holds a concepts-library folder
+plus ``tinv.json``. A version folder is built under ``$TINV_HOME/tmp/`` and moved into place with one rename,
+and removed by renaming it back out first, so a reader (or a crash) never sees half an entry. Nothing is
+overwritten: adding under an existing name makes the next version.
+
+Listing reads only ``tinv.json`` files, so ``tinv list`` never imports torch; the embedding itself is read on
+demand through ``formats``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from tinv_cli.errors import NotFoundError, RegistryError
+from tinv_cli.paths import tinv_home
+
+if TYPE_CHECKING:
+    from tinv_cli.embedding import Embedding
+
+SCHEMA = 1
+INFO_FILE = "tinv.json"
+EMBEDDING_FILE = "learned_embeds.safetensors"
+KINDS = ("object", "style")
+SOURCE_TYPES = ("trained", "pulled", "imported")
+
+# The same rule as a Hub repository name, so a registry name can be pushed unchanged.
+NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")
+_VERSION_RE = re.compile(r"\A[1-9][0-9]*\Z")
+
+# A staging or removal folder this old belongs to a process that died; no add takes anywhere near this long.
+STALE_AFTER_S = 3600.0
+
+# Files of the concepts-library layout that extra_files must not replace.
+_RESERVED = {
+    INFO_FILE,
+    EMBEDDING_FILE,
+    "learned_embeds.bin",
+    "token_identifier.txt",
+    "type_of_concept.txt",
+    "README.md",
+    "concept_images",
+}
+_LIST_HINT = "see `tinv list`"
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """``"cat-toy"`` -> ``("cat-toy", None)``; ``"cat-toy@2"`` -> ``("cat-toy", 2)``."""
+    name, sep, version_text = ref.partition("@")
+    if not NAME_RE.match(name):
+        raise RegistryError(
+            f"{ref!r} is not a concept name",
+            "names use letters, digits, '-', '_' and '.', start with a letter or digit, and are at most 96 "
+            "characters; add @N for a version, e.g. cat-toy@2",
+        )
+    if not sep:
+        return name, None
+    if not _VERSION_RE.match(version_text):
+        raise RegistryError(
+            f"{ref!r}: the version after '@' must be a number from 1 up",
+            f"write {name}@1, or just {name} for the current version",
+        )
+    return name, int(version_text)
+
+
+def name_from_token(token: str) -> str:
+    """A registry name for a token: ``"<cat-toy>"`` -> ``"cat-toy"``; characters a name cannot hold become '-'."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", token.strip().strip("<>"))
+    name = name.lstrip("-._")[:96].rstrip("-.")
+    return name or "concept"
+
+
+def check_name(name: str) -> None:
+    """Raise RegistryError unless ``name`` can name a registry entry."""
+    if not NAME_RE.match(name):
+        raise RegistryError(
+            f"{name!r} cannot name a registry entry",
+            "use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 96 characters)",
+        )
+
+
+def _read_info(folder: Path) -> dict[str, Any] | None:
+    """The parsed ``tinv.json`` of a version folder, or None when it is missing or not one of ours."""
+    try:
+        with open(folder / INFO_FILE, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    widths = info.get("widths")
+    if not (
+        isinstance(info.get("token"), str)
+        and isinstance(info.get("vectors"), int)
+        and isinstance(widths, list)
+        and widths
+        and all(isinstance(w, int) for w in widths)
+    ):
+        return None
+    return info
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} cannot be stored in {INFO_FILE}")
+
+
+def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``path`` so a reader sees the old file or the new one, never part of either."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _extra_target(relative: str) -> PurePosixPath:
+    rel = PurePosixPath(relative.replace("\\", "/"))
+    if rel.is_absolute() or not rel.parts or ".." in rel.parts or rel.parts[0] in _RESERVED:
+        raise RegistryError(
+            f"extra file name {relative!r} is not a free relative path inside an entry",
+            f"use a name such as validation.png; {', '.join(sorted(_RESERVED))} belong to the entry itself",
+        )
+    return rel
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One version of a registry concept. ``info`` is its parsed ``tinv.json``."""
+
+    name: str
+    version: int
+    path: Path
+    info: dict[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def token(self) -> str:
+        return str(self.info["token"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.info.get("kind") or "object")
+
+    @property
+    def num_vectors(self) -> int:
+        return int(self.info["vectors"])
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(int(w) for w in self.info["widths"])
+
+    @property
+    def family(self) -> str | None:
+        return self.info.get("family")
+
+    @property
+    def source_type(self) -> str:
+        source = self.info.get("source")
+        return str(source.get("type", "unknown")) if isinstance(source, dict) else "unknown"
+
+    @property
+    def created(self) -> str | None:
+        return self.info.get("created")
+
+    @property
+    def sha256(self) -> str | None:
+        return self.info.get("sha256")
+
+    @property
+    def base_model(self) -> str | None:
+        return self.info.get("base_model")
+
+    def embedding_file(self) -> Path:
+        return self.path / EMBEDDING_FILE
+
+    def embedding(self) -> Embedding:
+        from tinv_cli import formats
+
+        return formats.read_entry_embedding(self.path)
+
+
+class Registry:
+    """The registry under ``home`` (default ``$TINV_HOME``). Creates its folders only when it first writes."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = Path(home) if home is not None else tinv_home()
+        self.root = self.home / "registry"
+        self.tmp = self.home / "tmp"
+
+    def home_paths(self) -> dict[str, Path]:
+        return {"home": self.home, "registry": self.root, "tmp": self.tmp}
+
+    # Reading
+
+    def _version_dirs(self, name: str) -> list[tuple[int, Path]]:
+        """Every numbered folder under ``registry/<name>``, ascending, whether or not it holds a valid entry."""
+        try:
+            children = list(os.scandir(self.root / name))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = [(int(c.name), Path(c.path)) for c in children if _VERSION_RE.match(c.name) and c.is_dir()]
+        return sorted(found)
+
+    def _names(self) -> Iterator[str]:
+        try:
+            children = list(os.scandir(self.root))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for child in children:
+            if NAME_RE.match(child.name) and child.is_dir():
+                yield child.name
+
+    def _entry(self, name: str, version: int, path: Path) -> Entry | None:
+        info = _read_info(path)
+        return None if info is None else Entry(name, version, path, info)
+
+    def versions(self, name: str) -> list[Entry]:
+        """Every readable version of ``name``, ascending (empty when there is none)."""
+        check_name(name)
+        entries = (self._entry(name, version, path) for version, path in self._version_dirs(name))
+        return [e for e in entries if e is not None]
+
+    def _current(self, name: str) -> Entry | None:
+        # Highest first, and stop at the first readable one: a broken newest folder falls back to the one before.
+        for version, path in reversed(self._version_dirs(name)):
+            entry = self._entry(name, version, path)
+            if entry is not None:
+                return entry
+        return None
+
+    def _all_current(self) -> list[Entry]:
+        entries = (self._current(name) for name in sorted(self._names()))
+        return [e for e in entries if e is not None]
+
+    def find_token(self, token: str) -> Entry | None:
+        """The current entry whose token is ``token`` (the first by name if several share it)."""
+        return next((e for e in self._all_current() if e.token == token), None)
+
+    def _suggest(self, query: str) -> str:
+        entries = self._all_current()
+        by_key: dict[str, str] = {}
+        for e in entries:
+            by_key.setdefault(e.name.lower(), e.name)
+            by_key.setdefault(e.token.lower(), e.name)
+        close = difflib.get_close_matches(query.lower(), list(by_key), n=5, cutoff=0.6)
+        names = list(dict.fromkeys(by_key[k] for k in close))[:3]
+        return f"; did you mean {' or '.join(names)}?" if names else ""
+
+    def get(self, ref: str) -> Entry:
+        """``"name"`` (its current version), ``"name@N"``, or a token such as ``"<cat-toy>"``."""
+        try:
+            name, version = parse_ref(ref)
+        except RegistryError:
+            # Not a name; people also refer to a concept by the token they write in prompts.
+            by_token = self.find_token(ref)
+            if by_token is not None:
+                return by_token
+            raise NotFoundError(
+                f"no concept {ref!r} in the registry{self._suggest(ref)}", _LIST_HINT
+            ) from None
+        if version is None:
+            entry = self._current(name)
+            if entry is None:
+                raise self._missing(name, None)
+            return entry
+        entry = self._entry(name, version, self.root / name / str(version))
+        if entry is None:
+            raise self._missing(name, version)
+        return entry
+
+    def _missing(self, name: str, version: int | None) -> NotFoundError:
+        have = [e.version for e in self.versions(name)]
+        if version is None or not have:
+            return NotFoundError(
+                f"no concept named {name!r} in the registry{self._suggest(name)}", _LIST_HINT
+            )
+        return NotFoundError(
+            f"{name} has no version {version} (versions: {', '.join(map(str, have))})",
+            f"use {name}@{have[-1]}, or just {name} for the current version; {_LIST_HINT}",
+        )
+
+    # Writing
+
+    def _clean_stale(self) -> None:
+        """Delete staging and removal folders left in tmp/ by a process that died more than an hour ago."""
+        cutoff = time.time() - STALE_AFTER_S
+        try:
+            children = list(os.scandir(self.tmp))
+        except FileNotFoundError:
+            return
+        for child in children:
+            try:
+                old = child.stat(follow_symlinks=False).st_mtime < cutoff
+            except FileNotFoundError:
+                continue  # another process cleaned it first
+            if old and child.is_dir(follow_symlinks=False):
+                shutil.rmtree(child.path, ignore_errors=True)
+            elif old:
+                Path(child.path).unlink(missing_ok=True)
+
+    def add(
+        self,
+        name: str,
+        embedding: Embedding,
+        *,
+        kind: str = "object",
+        source: dict[str, Any],
+        images: Sequence[Path] = (),
+        base_model: str | None = None,
+        base_model_revision: str | None = None,
+        training: dict[str, Any] | None = None,
+        hub: dict[str, Any] | None = None,
+        extra_files: Mapping[str, Path] | None = None,
+    ) -> Entry:
+        """Register ``embedding`` as the next version of ``name`` and return the new entry.
+
+        The whole version folder is built in tmp/ and renamed into place; if anything fails, the staging
+        folder is deleted and the registry is exactly as it was.
+        """
+        from tinv_cli import formats
+        from tinv_cli.modelcard import model_card
+
+        check_name(name)
+        if kind not in KINDS:
+            raise RegistryError(f"{name}: concept kind {kind!r} is not one of {', '.join(KINDS)}")
+        if source.get("type") not in SOURCE_TYPES:
+            raise RegistryError(
+                f"{name}: source type {source.get('type')!r} is not one of {', '.join(SOURCE_TYPES)}"
+            )
+        extras = {_extra_target(rel): Path(src) for rel, src in (extra_files or {}).items()}
+        # Images are checked by formats.write_concepts_library, inside the staging folder's cleanup.
+        for src in extras.values():
+            if not src.is_file():
+                raise NotFoundError(f"{src}: no such file", f"check the path; nothing was added for {name}")
+
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._clean_stale()
+        staging = Path(tempfile.mkdtemp(prefix=f"add-{name}-", dir=self.tmp))
+        try:
+            formats.write_concepts_library(embedding, staging, kind=kind, images=tuple(images), readme=None)
+            for rel, src in extras.items():
+                target = staging.joinpath(*rel.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, target)
+            image_dir = staging / "concept_images"
+            image_names = (
+                sorted(f"concept_images/{p.name}" for p in image_dir.iterdir() if p.is_file())
+                if image_dir.is_dir()
+                else []
+            )
+            info: dict[str, Any] = {
+                "schema": SCHEMA,
+                "name": name,
+                "version": 0,  # set below, once a free number is found
+                "token": embedding.token,
+                "kind": kind,
+                "vectors": embedding.num_vectors,
+                "widths": list(embedding.widths),
+                "family": embedding.family,
+                "sha256": _sha256(staging / EMBEDDING_FILE),
+                "created": _utc_now(),
+                "source": dict(source),
+                "base_model": base_model,
+                "base_model_revision": base_model_revision,
+                "training": training,
+                "hub": hub,
+                "images": len(image_names),
+            }
+            return self._move_into_place(name, staging, info, lambda i: model_card(i, image_names))
+        finally:
+            # After a successful rename the staging path no longer exists; otherwise this undoes everything.
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _move_into_place(
+        self, name: str, staging: Path, info: dict[str, Any], card: Callable[[dict[str, Any]], str]
+    ) -> Entry:
+        name_dir = self.root / name
+        for _ in range(100):
+            versions = self._version_dirs(name)
+            info["version"] = versions[-1][0] + 1 if versions else 1
+            _write_json_atomic(staging / INFO_FILE, info)
+            (staging / "README.md").write_text(card(info), encoding="utf-8")
+            target = name_dir / str(info["version"])
+            name_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(staging, target)
+            except OSError:
+                # Another add took this number (or a remove took the name folder) between our scan and the
+                # rename: scan again and try the next free number. Any other failure is real.
+                if target.exists() or not name_dir.exists():
+                    continue
+                raise
+            return Entry(name, info["version"], target, info)
+        raise RegistryError(
+            f"{name}: could not find a free version number in {name_dir}",
+            "another process keeps adding versions; try again",
+        )
+
+    def update_info(self, entry: Entry, **changes: Any) -> Entry:
+        """Merge ``changes`` into the version's ``tinv.json`` (e.g. ``hub=...`` after a push), atomically."""
+        fixed = {"name", "version", "schema"} & changes.keys()
+        if fixed:
+            raise RegistryError(f"{entry.ref}: {', '.join(sorted(fixed))} cannot be changed in place")
+        info = _read_info(entry.path)
+        if info is None:
+            raise NotFoundError(f"{entry.ref}: no readable {INFO_FILE} in {entry.path}", _LIST_HINT)
+        info.update(changes)
+        _write_json_atomic(entry.path / INFO_FILE, info)
+        return Entry(entry.name, entry.version, entry.path, info)
+
+    def _move_out(self, path: Path, label: str) -> None:
+        """Rename ``path`` into tmp/ (one atomic step out of the registry), then delete it at leisure."""
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        trash = self.tmp / f"rm-{label}-{uuid.uuid4().hex}"
+        os.rename(path, trash)
+        # The entry is already gone from the registry; anything left behind is swept by _clean_stale.
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def remove(self, ref: str) -> list[Entry]:
+        """Remove ``name`` (every version) or ``name@N`` (that one). Returns the entries removed."""
+        name, version = parse_ref(ref)
+        name_dir = self.root / name
+        if version is None:
+            if not name_dir.is_dir():
+                raise self._missing(name, None)
+            removed = self.versions(name)
+            self._move_out(name_dir, name)
+            return removed
+        path = name_dir / str(version)
+        if not path.is_dir():
+            raise self._missing(name, version)
+        entry = self._entry(name, version, path)
+        self._move_out(path, f"{name}-{version}")
+        # Other versions remaining (or an add that just made one) keep the name folder.
+        with contextlib.suppress(OSError):
+            name_dir.rmdir()
+        return [entry] if entry is not None else []
+
+    # Defined last: inside the class body the name ``list`` would otherwise shadow the builtin in the
+    # annotations of the methods after it, as type checkers read them.
+    def list(self) -> list[Entry]:
+        """The current version of every name, sorted by name. Folders that are not valid entries are skipped."""
+        return self._all_current()
