@@ -120,7 +120,7 @@ class Embedding:
         return (
             self.token == other.token
             and len(self.vectors) == len(other.vectors)
-            and all(a.shape == b.shape and bool((a == b).all()) for a, b in zip(self.vectors, other.vectors))
+            and all(a.shape == b.shape and bool((a == b).all()) for a, b in zip(self.vectors, other.vectors, strict=True))
         )
 
     def norms(self) -> list[float]:
