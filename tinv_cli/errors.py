@@ -39,6 +39,10 @@ class DataError(TinvError):
     """Training images that cannot be used."""
 
 
+class HubError(TinvError):
+    """A Hugging Face Hub request that failed: access refused, Hub unreachable, or offline mode."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One mistake in a project file, located by file and line (line 0: the file as a whole)."""
@@ -58,8 +62,5 @@ class ProjectError(TinvError):
     def __init__(self, problems: list[Problem], hint: str | None = None) -> None:
         self.problems = problems
         first = problems[0]
-        if len(problems) == 1:
-            message = str(first)
-        else:
-            message = f"{first.path}: {len(problems)} problems"
+        message = str(first) if len(problems) == 1 else f"{first.path}: {len(problems)} problems"
         super().__init__(message, hint or "fix the file and run `tinv check` again")

@@ -1,0 +1,89 @@
+"""Bringing embedding files into the registry and writing entries out in other tools' formats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinv_cli.errors import FormatError, NotFoundError, RegistryError
+from tinv_cli.registry import Entry, Registry, name_from_token
+
+# Where each export format goes when no -o is given, relative to the current folder.
+_DEFAULT_SUFFIX = {
+    "diffusers": ".safetensors",
+    "a1111": ".pt",
+    "kohya": ".safetensors",
+    "concepts-library": "",
+}
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    entry: Entry
+    format: str
+
+
+def import_file(
+    registry: Registry,
+    path: Path,
+    *,
+    name: str | None = None,
+    token: str | None = None,
+    kind: str | None = None,
+) -> ImportResult:
+    """Detect the format of ``path``, validate it and add it to the registry as a new entry (or version)."""
+    from tinv_cli import formats
+
+    if not path.exists():
+        raise NotFoundError(f"{path} does not exist", "check the path")
+    imported = formats.read(path, token=token)
+    embedding = imported.embedding
+    entry_name = name or name_from_token(embedding.token)
+    entry = registry.add(
+        entry_name,
+        embedding,
+        kind=kind or imported.kind or "object",
+        source={
+            "type": "imported",
+            "format": imported.format,
+            "path": str(path.resolve()),
+            "meta": imported.meta,
+        },
+        images=imported.images,
+    )
+    return ImportResult(entry, imported.format)
+
+
+def default_export_path(entry: Entry, fmt: str) -> Path:
+    suffix = _DEFAULT_SUFFIX[fmt]
+    if fmt == "a1111" and len(entry.widths) > 1:
+        suffix = ".safetensors"  # A1111 reads SDXL embeddings as clip_l/clip_g safetensors
+    if fmt == "diffusers" and len(entry.widths) > 1:
+        suffix = ""  # learned_embeds.safetensors + learned_embeds_2.safetensors in a folder
+    return Path.cwd() / f"{entry.name}{suffix}"
+
+
+def export_entry(entry: Entry, fmt: str, out: Path | None = None, *, force: bool = False) -> list[Path]:
+    """Write ``entry`` in format ``fmt``; refuses to replace an existing file or folder unless ``force``."""
+    from tinv_cli import formats
+
+    if fmt not in formats.EXPORT_FORMATS:
+        raise FormatError(
+            f"unknown export format {fmt!r}", f"choose one of: {', '.join(formats.EXPORT_FORMATS)}"
+        )
+    target = out or default_export_path(entry, fmt)
+    if target.exists() and not force and not (target.is_dir() and not any(target.iterdir())):
+        raise RegistryError(f"{target} already exists", "pass --force to replace it, or -o another path")
+    info = entry.info
+    training = info.get("training") or {}
+    return formats.write(
+        entry.embedding(),
+        fmt,
+        target,
+        kind=entry.kind,
+        images=sorted((entry.path / "concept_images").glob("*")),
+        readme=(entry.path / "README.md").read_text(encoding="utf-8")
+        if (entry.path / "README.md").exists()
+        else None,
+        meta={"step": training.get("steps"), "sd_checkpoint_name": info.get("base_model")},
+    )
