@@ -1,0 +1,194 @@
+"""Putting concepts into a diffusers pipeline, and writing prompts that use them.
+
+``load_concepts`` does what diffusers' ``pipe.load_textual_inversion(file)`` does (same token names, same ids,
+same embedding rows, hence the same text-encoder output), but for every text encoder of the pipeline at once
+(SDXL's two), from tinv's ``Embedding``, and only after checking that everything fits, so a refused concept leaves
+the pipeline as it was.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from tinv_cli.embedding import FAMILY_LABELS, Embedding, describe_widths, family_for_widths, token_names
+from tinv_cli.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+# Pipeline attributes in the order Embedding.vectors uses: vectors[i] belongs to the i-th pair present.
+_ENCODER_SLOTS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))
+
+
+def _encoder_pairs(pipe: Any) -> list[tuple[Any, Any]]:
+    """(tokenizer, text_encoder) pairs the pipeline has, in pipeline order."""
+    pairs = []
+    for tokenizer_name, encoder_name in _ENCODER_SLOTS:
+        tokenizer = getattr(pipe, tokenizer_name, None)
+        encoder = getattr(pipe, encoder_name, None)
+        if tokenizer is not None and encoder is not None:
+            pairs.append((tokenizer, encoder))
+    return pairs
+
+
+def _required_pairs(pipe: Any) -> list[tuple[Any, Any]]:
+    pairs = _encoder_pairs(pipe)
+    if not pairs:
+        raise ModelError(
+            "this pipeline has no text encoder and tokenizer", "use a text-to-image model (--model)"
+        )
+    return pairs
+
+
+def model_widths(pipe: Any) -> tuple[int, ...]:
+    """Hidden sizes of the pipeline's text encoders: ``(768,)`` for SD 1.x, ``(768, 1280)`` for SDXL."""
+    # The input-embedding width is what a concept's rows must match, whatever the config claims.
+    return tuple(int(encoder.get_input_embeddings().weight.shape[1]) for _, encoder in _encoder_pairs(pipe))
+
+
+def _describe_model(widths: tuple[int, ...]) -> str:
+    family = family_for_widths(widths)
+    label = f" ({FAMILY_LABELS[family]})" if family else ""
+    verb = "is" if len(widths) == 1 else "are"
+    return f"this model's {verb} " + " + ".join(str(w) for w in widths) + label
+
+
+def check_fits(embedding: Embedding, widths: tuple[int, ...]) -> None:
+    """Refuses a concept whose vectors do not match the text encoders' widths, naming both model families."""
+    if embedding.widths == tuple(widths):
+        return
+    trained_for = describe_widths(embedding.widths)
+    trained_article = "a " if len(embedding.widths) == 1 else ""
+    family = embedding.family
+    if family:
+        label = FAMILY_LABELS[family]
+        # Every label so far is read letter by letter ("ess-dee"), hence "an".
+        article = "an" if label.startswith("SD") else "a"
+        hint = f"use {article} {label} base model (--model) or another concept"
+    else:
+        hint = f"use a base model with a {trained_for} (--model) or another concept"
+    raise ModelError(
+        f"{embedding.token} was trained for {trained_article}{trained_for}; {_describe_model(tuple(widths))}",
+        hint,
+    )
+
+
+def _check_tokens_free(tokenizer: Any, names: list[str]) -> None:
+    vocab = tokenizer.get_vocab()
+    # The CLIP tokenizer lowercases prompts before it looks for added tokens, so two tokens that differ only in
+    # case would make one of them unreachable.
+    taken = {token.lower(): token for token in tokenizer.added_tokens_encoder}
+    seen: dict[str, str] = {}
+    for name in names:
+        clash = name if name in vocab else taken.get(name.lower())
+        if clash is not None:
+            raise ModelError(
+                f"token {name} is already in this model's tokenizer (as {clash})",
+                "each concept needs a token of its own: load it once, or give one of them another token",
+            )
+        if name.lower() in seen:
+            raise ModelError(
+                f"token {name} is used by two of the concepts being loaded",
+                "give one of them another token",
+            )
+        seen[name.lower()] = name
+
+
+def load_concepts(pipe: Any, embeddings: Sequence[Embedding]) -> None:
+    """Adds each concept's tokens (``token, token_1, ...``) and rows to every tokenizer and text encoder.
+
+    Everything is checked before anything changes: a concept that does not fit, or a token the tokenizer already
+    has, raises ``ModelError`` and leaves the pipeline untouched.
+    """
+    import torch
+
+    if not embeddings:
+        return
+    pairs = _required_pairs(pipe)
+    widths = model_widths(pipe)
+    for embedding in embeddings:
+        check_fits(embedding, widths)
+    names = [name for embedding in embeddings for name in token_names(embedding.token, embedding.num_vectors)]
+    for tokenizer, _ in pairs:
+        _check_tokens_free(tokenizer, names)
+
+    for index, (tokenizer, encoder) in enumerate(pairs):
+        rows = torch.cat([embedding.vectors[index] for embedding in embeddings])
+        # diffusers sizes the matrix from the tokenizer, not the old matrix; doing the same keeps ids and rows
+        # identical to pipe.load_textual_inversion. Mean resizing would draw rows from the old rows' covariance
+        # (an O(vocab * width^2) product, and a warning) only for them to be overwritten below.
+        encoder.resize_token_embeddings(len(tokenizer) + len(names), mean_resizing=False)
+        weight = encoder.get_input_embeddings().weight
+        with torch.no_grad():
+            for name, row in zip(names, rows, strict=True):
+                # One token at a time, as diffusers adds them, so every token gets the id diffusers gives it.
+                tokenizer.add_tokens(name)
+                token_id = tokenizer.convert_tokens_to_ids(name)
+                weight[token_id] = row.to(dtype=weight.dtype, device=weight.device)
+
+
+def _expand(prompt: str, counts: dict[str, int]) -> str:
+    """Replaces each token with ``count > 1`` by its ``count`` token names; other tokens are left as written."""
+    if not any(count > 1 for count in counts.values()):
+        return prompt
+    # Longest first, so at each position the longest token wins, as in the tokenizer's own added-token split
+    # ("<x>_1" is not "<x>" followed by "_1"). Case-insensitive because the tokenizer lowercases prompts first.
+    ordered = sorted(counts, key=len, reverse=True)
+    canonical = {name.lower(): name for name in ordered}
+    pattern = re.compile("|".join(re.escape(name) for name in ordered), re.IGNORECASE)
+
+    def replace(match: re.Match[str]) -> str:
+        name = canonical[match.group(0).lower()]
+        count = counts[name]
+        return " ".join(token_names(name, count)) if count > 1 else match.group(0)
+
+    return pattern.sub(replace, prompt)
+
+
+def expand_prompt(prompt: str, embeddings: Sequence[Embedding]) -> str:
+    """Spells out multi-vector tokens: ``"a <x> toy"`` becomes ``"a <x> <x>_1 <x>_2 toy"`` for a 3-vector <x>.
+
+    This is diffusers' ``maybe_convert_prompt``, except that it also matches the token in another case (the
+    tokenizer does) and never inside a longer token.
+    """
+    counts: dict[str, int] = {}
+    for embedding in embeddings:
+        for name in token_names(embedding.token, embedding.num_vectors):
+            counts.setdefault(name, 1)
+        counts[embedding.token] = embedding.num_vectors
+    return _expand(prompt, counts)
+
+
+def _loaded_counts(tokenizer: Any) -> dict[str, int]:
+    """Vector counts of the tokens added to a tokenizer, read from the ``token_1, token_2, ...`` names."""
+    added = set(tokenizer.added_tokens_encoder) - set(tokenizer.all_special_tokens)
+    counts = {}
+    for token in added:
+        count = 1
+        while f"{token}_{count}" in added:
+            count += 1
+        counts[token] = count
+    return counts
+
+
+def encode_prompt(pipe: Any, prompt: str) -> torch.Tensor:
+    """The first text encoder's last hidden state ``[1, 77, width]`` for ``prompt``, with multi-vector tokens of
+    the concepts loaded into the pipeline expanded, as the pipeline conditions on it."""
+    import torch
+
+    tokenizer, encoder = _required_pairs(pipe)[0]
+    text = _expand(prompt, _loaded_counts(tokenizer))
+    inputs = tokenizer(
+        text,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    mask = None
+    if getattr(encoder.config, "use_attention_mask", False):
+        mask = inputs.attention_mask.to(encoder.device)
+    with torch.no_grad():
+        return encoder(inputs.input_ids.to(encoder.device), attention_mask=mask)[0]
