@@ -110,7 +110,9 @@ def test_import_list_show_export_rm(tmp_path: Path) -> None:
     assert "a1111" in result.stderr and "16 vectors" in result.stderr and "SD 1.x" in result.stderr
 
     listed = json.loads(invoke("list", "--json").stdout)
-    assert [(e["name"], e["version"], e["vectors"], e["family"]) for e in listed] == [("bad-hands", 1, 16, "sd1")]
+    assert [(e["name"], e["version"], e["vectors"], e["family"]) for e in listed] == [
+        ("bad-hands", 1, 16, "sd1")
+    ]
     assert "bad-hands" in invoke("list").stdout
 
     shown = invoke("show", "bad-hands")

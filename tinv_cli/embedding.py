@@ -82,22 +82,30 @@ class Embedding:
             if not isinstance(tensor, torch.Tensor):
                 raise FormatError(f"{self.token}: expected a tensor, found {type(tensor).__name__}")
             if not tensor.is_floating_point():
-                raise FormatError(f"{self.token}: tensor has dtype {tensor.dtype}; embeddings are floating point")
+                raise FormatError(
+                    f"{self.token}: tensor has dtype {tensor.dtype}; embeddings are floating point"
+                )
             if tensor.ndim == 1:
                 tensor = tensor.unsqueeze(0)
             if tensor.ndim != 2 or 0 in tensor.shape:
-                raise FormatError(f"{self.token}: tensor has shape {list(tensor.shape)}; expected [vectors, width]")
+                raise FormatError(
+                    f"{self.token}: tensor has shape {list(tensor.shape)}; expected [vectors, width]"
+                )
             if tensor.shape[0] > MAX_VECTORS:
                 raise FormatError(
                     f"{self.token}: {tensor.shape[0]} vectors; a prompt holds at most {MAX_VECTORS}"
                 )
             tensor = tensor.detach().to(device="cpu", dtype=torch.float32).contiguous()
             if not torch.isfinite(tensor).all():
-                raise FormatError(f"{self.token}: tensor holds NaN or infinite values", "retrain or re-download it")
+                raise FormatError(
+                    f"{self.token}: tensor holds NaN or infinite values", "retrain or re-download it"
+                )
             fixed.append(tensor)
         counts = {t.shape[0] for t in fixed}
         if len(counts) != 1:
-            raise FormatError(f"{self.token}: the text encoders' tensors have different vector counts {sorted(counts)}")
+            raise FormatError(
+                f"{self.token}: the text encoders' tensors have different vector counts {sorted(counts)}"
+            )
         object.__setattr__(self, "vectors", tuple(fixed))
 
     @property
@@ -120,7 +128,10 @@ class Embedding:
         return (
             self.token == other.token
             and len(self.vectors) == len(other.vectors)
-            and all(a.shape == b.shape and bool((a == b).all()) for a, b in zip(self.vectors, other.vectors, strict=True))
+            and all(
+                a.shape == b.shape and bool((a == b).all())
+                for a, b in zip(self.vectors, other.vectors, strict=True)
+            )
         )
 
     def norms(self) -> list[float]:
