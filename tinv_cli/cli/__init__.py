@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tinv_cli.cli import hub_cmds, project_cmds, registry_cmds, sample_cmd  # noqa: F401  (registers the commands)
+from tinv_cli.cli import project_cmds, registry_cmds  # noqa: F401  (registers the commands)
 from tinv_cli.cli.app import app
 
 
