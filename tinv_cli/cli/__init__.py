@@ -1,8 +1,13 @@
 """The ``tinv`` command line. Importing this module imports no ML library."""
 
+# isort: skip_file
+# The import order is the order of the commands in `tinv --help`: the workflow first, then the registry.
+
 from __future__ import annotations
 
-from tinv_cli.cli import project_cmds, registry_cmds  # noqa: F401  (registers the commands)
+from tinv_cli.cli import project_cmds  # noqa: F401  (init, check)
+from tinv_cli.cli import sample_cmd  # noqa: F401  (sample)
+from tinv_cli.cli import registry_cmds  # noqa: F401  (list, show, rm, import, export, home)
 from tinv_cli.cli.app import app
 
 

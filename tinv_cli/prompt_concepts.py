@@ -1,0 +1,163 @@
+"""Finding the concepts a prompt names.
+
+A concept is written in angle brackets: ``<cat-toy>``. Each ``<word>`` is looked up, in this order:
+
+1. a registry entry whose token is exactly ``<word>`` (the token a concept was trained or pulled with);
+2. a registry entry named ``word`` (how imported files such as AUTOMATIC1111's ``birb-style.pt`` are reached);
+3. a concept in the project file whose token is ``<word>``, through its registry entry (the concept's name).
+
+``<word@N>`` pins version N (``<cat-toy@2>``): of the entry named ``word`` if there is one, else of the concept
+found as above; without a pin the current version is used. Words
+outside angle brackets are never looked up, so a plain ``cat`` stays the word cat.
+
+Each concept is loaded under the word exactly as the prompt writes it, so the prompt is used verbatim, and two
+versions of one concept (``<cat-toy@1>`` and ``<cat-toy@2>``) can share a prompt.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tinv_cli.errors import NotFoundError
+from tinv_cli.registry import NAME_RE
+
+if TYPE_CHECKING:
+    from tinv_cli.config import Project
+    from tinv_cli.embedding import Embedding
+    from tinv_cli.registry import Entry, Registry
+
+# An angle-bracketed word with no spaces or nested brackets: "<cat-toy>", "<cat-toy@2>", "<Birb_Style>".
+WORD_RE = re.compile(r"<[^<>\s]+>")
+_PIN_RE = re.compile(r"\A(?P<body>.+)@(?P<version>[1-9][0-9]*)\Z")
+_HINT = "see `tinv list` for the registry; write a concept as <name> or <name@VERSION>"
+
+
+@dataclass(frozen=True)
+class PromptConcept:
+    """A ``<word>`` of the prompt and the registry entry it names. ``via``: token, name or project."""
+
+    word: str
+    entry: Entry
+    via: str
+
+    def embedding(self) -> Embedding:
+        """The entry's vectors under the prompt's word, which is the token the tokenizer will know."""
+        return self.entry.embedding().with_token(self.word)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "word": self.word,
+            "name": self.entry.name,
+            "version": self.entry.version,
+            "token": self.entry.token,
+            "sha256": self.entry.sha256,
+            "vectors": self.entry.num_vectors,
+            "widths": list(self.entry.widths),
+            "via": self.via,
+        }
+
+
+def concept_words(*texts: str) -> list[str]:
+    """The distinct ``<word>``s of the texts, in order of first appearance.
+
+    Words that differ only in case count once (the first spelling wins): CLIP's tokenizer lowercases a prompt
+    before it matches tokens, so ``<Cat-Toy>`` and ``<cat-toy>`` reach the same token.
+    """
+    seen: dict[str, str] = {}
+    for text in texts:
+        for word in WORD_RE.findall(text):
+            seen.setdefault(word.lower(), word)
+    return list(seen.values())
+
+
+class _Index:
+    """The registry's current entries by token and by name, read once per prompt."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.entries = registry.list()
+        self.by_token: dict[str, Entry] = {}
+        for entry in self.entries:
+            self.by_token.setdefault(entry.token, entry)
+        self.by_name = {entry.name: entry for entry in self.entries}
+
+    def named(self, name: str, version: int | None) -> Entry | None:
+        if name not in self.by_name:
+            return None
+        # A missing version raises NotFoundError listing the versions there are.
+        return self.by_name[name] if version is None else self.registry.get(f"{name}@{version}")
+
+
+def _split_pin(word: str) -> tuple[str, int | None]:
+    """``"<cat-toy@2>"`` -> ``("cat-toy", 2)``; ``"<cat-toy>"`` -> ``("cat-toy", None)``."""
+    body = word[1:-1]
+    match = _PIN_RE.match(body)
+    return (match["body"], int(match["version"])) if match else (body, None)
+
+
+def _resolve_word(word: str, index: _Index, project: Callable[[], Project | None]) -> PromptConcept:
+    exact = index.by_token.get(word)
+    if exact is not None:
+        return PromptConcept(word, exact, "token")
+    body, version = _split_pin(word)
+    by_token = index.by_token.get(f"<{body}>")
+    named = index.named(body, version) if NAME_RE.match(body) else None
+    # A pin names a version of a registry name, so the name decides first; `pinned_prompt` relies on that.
+    if named is not None and (version is not None or by_token is None):
+        return PromptConcept(word, named, "name")
+    if by_token is not None:
+        return PromptConcept(word, index.named(by_token.name, version) or by_token, "token")
+    loaded = project()
+    if loaded is not None:
+        for concept in loaded.concepts.values():
+            if concept.token == f"<{body}>":
+                entry = index.named(concept.name, version)
+                if entry is None:
+                    raise NotFoundError(
+                        f"{word}: concept {concept.name} in {loaded.path} has not been trained yet",
+                        f"train it with `tinv train {concept.name}`",
+                    )
+                return PromptConcept(word, entry, "project")
+    raise NotFoundError(
+        f"no concept {word} in the registry or the project{_closest(word, index, loaded)}", _HINT
+    )
+
+
+def _closest(word: str, index: _Index, project: Project | None) -> str:
+    """``"; closest: <cat-toy>, <birb-style>"``: the known concept words nearest to ``word``, or ``""``."""
+    known: list[str] = []
+    for entry in index.entries:
+        known.append(entry.token if WORD_RE.fullmatch(entry.token) else f"<{entry.name}>")
+        known.append(f"<{entry.name}>")
+    if project is not None:
+        known.extend(concept.token for concept in project.concepts.values())
+    body, _ = _split_pin(word)
+    close = difflib.get_close_matches(f"<{body}>", list(dict.fromkeys(known)), n=3, cutoff=0.5)
+    if close:
+        return f"; closest: {', '.join(close)}"
+    return "; the registry is empty" if not index.entries else ""
+
+
+def resolve_concepts(
+    texts: Iterable[str], registry: Registry, project: Callable[[], Project | None]
+) -> list[PromptConcept]:
+    """The concept behind every ``<word>`` of ``texts`` (prompt and negative prompt), in order.
+
+    ``project`` is called only when a word is not in the registry, so a project file is read only if needed.
+    A word with no concept raises NotFoundError naming the closest known concepts.
+    """
+    words = concept_words(*texts)
+    if not words:
+        return []
+    index = _Index(registry)
+    return [_resolve_word(word, index, project) for word in words]
+
+
+def pinned_prompt(text: str, concepts: Iterable[PromptConcept]) -> str:
+    """``text`` with every concept word replaced by ``<name@version>``, which names exactly the vectors used."""
+    pins = {concept.word.lower(): f"<{concept.entry.name}@{concept.entry.version}>" for concept in concepts}
+    return WORD_RE.sub(lambda m: pins.get(m.group(0).lower(), m.group(0)), text)
