@@ -91,8 +91,9 @@ def _provenance(info: Mapping[str, Any]) -> str | None:
         fmt = source.get("format")
         return f"Imported from a {fmt} embedding file." if fmt else "Imported from an embedding file."
     if kind == "pulled":
+        # source.repo is where it came from; hub.repo becomes the push target when a pulled concept is re-shared.
         hub = info.get("hub") if isinstance(info.get("hub"), Mapping) else {}
-        repo = hub.get("repo")
+        repo = source.get("repo") or hub.get("repo")
         return f"Pulled from the Hugging Face Hub repository {_code(str(repo))}." if repo else None
     return None
 
