@@ -60,6 +60,7 @@ app = TinvTyper(
     name="tinv",
     help="Textual Inversion for Stable Diffusion: train, sample, share and convert concept embeddings.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # help texts mention [train] and [hub] tables: print them as written
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
