@@ -37,7 +37,10 @@ def test_help_imports_no_ml_library() -> None:
     assert out.strip().splitlines()[-1] == "HEAVY="
 
 
-@pytest.mark.parametrize("command", ["list", "home", "show", "rm", "import", "export", "init", "check"])
+@pytest.mark.parametrize(
+    "command",
+    ["init", "check", "sample", "push", "pull", "search", "list", "home", "show", "rm", "import", "export"],
+)
 def test_every_command_has_help(command: str) -> None:
     result = invoke(command, "--help")
     assert result.exit_code == 0, result.output
