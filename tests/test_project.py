@@ -631,21 +631,28 @@ def test_check_project_notes_and_problems(tmp_path: Path) -> None:
     fine = project_with(path, str(model), *(c for c in project.concepts.values() if c.name != "eot"))
     notes = check_project(fine)
     assert len(notes) == 1
-    assert notes[0].startswith(
-        'concept cat: initializer "cat toy" is 2 tokens (cat</w> toy</w>); with 3 vectors'
-    )
+    assert notes[0].startswith('concept cat: initializer "cat toy" is 2 words; with 3 vectors')
     assert "j % 3 == i" in notes[0]
 
 
 def test_check_project_unknown_initializer(tmp_path: Path) -> None:
     model = local_model(tmp_path)
     path = write_project(tmp_path, "")
-    project = project_with(path, str(model), concept("a", "<a>", " "), concept("b", "<b>", "<|endoftext|>"))
+    project = project_with(
+        path,
+        str(model),
+        concept("a", "<a>", " "),
+        concept("b", "<b>", "<|endoftext|>"),
+        # A word the vocabulary has only in pieces: training would refuse it, so check does too.
+        concept("c", "<c>", "toy catdog"),
+    )
     with pytest.raises(ProjectError) as info:
         check_project(project)
     messages = [p.message for p in info.value.problems]
-    assert len(messages) == 2
-    assert all("is not made of words the tokenizer knows" in m for m in messages)
+    assert len(messages) == 3
+    assert "the initializer is empty" in messages[0]
+    assert "'<|endoftext|>' is not in the base model's vocabulary" in messages[1]
+    assert "'catdog' is not in the base model's vocabulary" in messages[2]
 
 
 def test_check_project_multi_vector_names_are_checked(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from tinv_cli.config import (
     TrainConfig,
 )
 from tinv_cli.embedding import MAX_VECTORS, check_token, token_names
-from tinv_cli.errors import NotFoundError, Problem, ProjectError
+from tinv_cli.errors import ModelError, NotFoundError, Problem, ProjectError
 from tinv_cli.images import image_problems
 
 if sys.version_info >= (3, 11):
@@ -595,6 +595,23 @@ def initializer_plan(num_tokens: int, vectors: int) -> list[list[int]]:
 _TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
 
 
+def initializer_ids(tokenizer: Any, initializer: str) -> list[int]:
+    """Token ids of each word of ``initializer``; every word must be one token the tokenizer knows."""
+    ids = []
+    for word in initializer.split():
+        word_ids = tokenizer.encode(word, add_special_tokens=False)
+        if len(word_ids) != 1 or word_ids[0] == tokenizer.unk_token_id:
+            pieces = " ".join(tokenizer.convert_ids_to_tokens(word_ids))
+            raise ModelError(
+                f"initializer word {word!r} is not in the base model's vocabulary (it splits into {pieces})",
+                "use a common word close to the concept (e.g. toy, cat, painting), or --init random",
+            )
+        ids.append(word_ids[0])
+    if not ids:
+        raise ModelError("the initializer is empty", "use a word close to the concept, or --init random")
+    return ids
+
+
 def _local_tokenizer(model: ModelConfig) -> CLIPTokenizer | None:
     """The base model's tokenizer if it is on this machine (a local folder or the HF cache), else None."""
     from huggingface_hub import try_to_load_from_cache
@@ -659,24 +676,18 @@ def check_project(project: Project) -> list[str]:
                 break
         if concept.init != "initializer" or concept.initializer is None:
             continue
-        ids = tokenizer.encode(concept.initializer, add_special_tokens=False)
-        line = _line_of(lines, ("concepts", name, "initializer"))
-        if not ids or tokenizer.unk_token_id in ids:
-            problems.append(
-                Problem(
-                    project.path,
-                    line,
-                    f"{label} initializer {_quote(concept.initializer)} is not made of words the tokenizer "
-                    'knows; use a plain word close to the concept, such as "toy"',
-                )
-            )
-        elif len(ids) > 1:
-            pieces = " ".join(tokenizer.convert_ids_to_tokens(ids))
+        try:
+            ids = initializer_ids(tokenizer, concept.initializer)
+        except ModelError as error:
+            line = _line_of(lines, ("concepts", name, "initializer"))
+            problems.append(Problem(project.path, line, f"{label} {error.message}; {error.hint}"))
+            continue
+        if len(ids) > 1:
             n = concept.vectors
             notes.append(
-                f"concept {name}: initializer {_quote(concept.initializer)} is {len(ids)} tokens ({pieces}); "
+                f"concept {name}: initializer {_quote(concept.initializer)} is {len(ids)} words; "
                 f"with {n} vector{'s' if n > 1 else ''}, vector i starts from the mean of the initializer's "
-                f"tokens j where j % {n} == i (tokens cycled when {n} > {len(ids)})"
+                f"words j where j % {n} == i (words cycled when {n} > {len(ids)})"
             )
     if problems:
         raise ProjectError(

@@ -1,0 +1,230 @@
+"""A training run's latest checkpoint: kilobytes, written atomically, read back exactly.
+
+Layout inside a run folder::
+
+    checkpoint/state.pt     the [n, d] vectors, optimizer, lr scheduler, grad scaler and every RNG state
+    checkpoint/meta.json    step, the settings and their hash, finished flag (readable without torch)
+
+A checkpoint is built in a temporary folder next to the old one and swapped in with two renames (old out,
+new in). A crash at any point leaves either the previous checkpoint or the new one: ``checkpoint.old`` is
+what a crash between the two renames leaves, and ``find`` falls back to it. Only the trainable vectors and
+their optimizer state are saved, never the base model, so a one-vector SD 1.x concept checkpoints in ~10 kB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tinv_cli.errors import TinvError
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+_OLD_SUFFIX = ".old"
+_TMP_PREFIX = ".checkpoint-tmp-"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What ``meta.json`` says about a checkpoint; the tensors stay on disk until ``load_state``."""
+
+    path: Path
+    step: int
+    total_steps: int
+    settings_hash: str
+    settings: dict[str, Any]
+    finished: bool
+    entry: str | None
+    wall_time_s: float
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    # Directory fsync makes the renames durable on POSIX; Windows cannot open a directory and does not need it.
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def find(run_dir: Path) -> Path | None:
+    """The checkpoint folder of ``run_dir``: the current one, or the previous one a crash left behind."""
+    current = run_dir / CHECKPOINT_DIR
+    if (current / META_FILE).is_file():
+        return current
+    previous = run_dir / (CHECKPOINT_DIR + _OLD_SUFFIX)
+    if (previous / META_FILE).is_file():
+        return previous
+    return None
+
+
+def read_info(run_dir: Path) -> CheckpointInfo | None:
+    """The newest complete checkpoint's metadata, or None when the run has none."""
+    folder = find(run_dir)
+    if folder is None:
+        return None
+    meta_path = folder / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        return CheckpointInfo(
+            path=folder,
+            step=int(meta["step"]),
+            total_steps=int(meta["total_steps"]),
+            settings_hash=str(meta["settings_hash"]),
+            settings=dict(meta["settings"]),
+            finished=bool(meta.get("finished", False)),
+            entry=meta.get("entry"),
+            wall_time_s=float(meta.get("wall_time_s", 0.0)),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TinvError(
+            f"{meta_path}: unreadable checkpoint metadata ({exc})",
+            "start over with `tinv train NAME --restart`",
+        ) from None
+
+
+def save(run_dir: Path, state: Mapping[str, Any], meta: Mapping[str, Any]) -> Path:
+    """Write ``state`` (tensors and plain values) and ``meta`` (JSON) as the run's checkpoint, atomically."""
+    import torch
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    current = run_dir / CHECKPOINT_DIR
+    old = run_dir / (CHECKPOINT_DIR + _OLD_SUFFIX)
+    try:
+        torch.save(dict(state), tmp / STATE_FILE)
+        (tmp / META_FILE).write_text(json.dumps({"format": FORMAT, **meta}, indent=2), encoding="utf-8")
+        for name in (STATE_FILE, META_FILE):
+            _fsync_file(tmp / name)
+        if current.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.rename(current, old)
+        os.rename(tmp, current)
+        _fsync_dir(run_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return current
+
+
+def load_state(folder: Path) -> dict[str, Any]:
+    """The tensors and values ``save`` wrote, read with torch's weights-only loader (no code runs)."""
+    import pickle
+
+    import torch
+
+    path = folder / STATE_FILE
+    try:
+        return dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise TinvError(
+            f"{path}: the checkpoint cannot be read ({exc})", "start over with `tinv train NAME --restart`"
+        ) from None
+
+
+def update_meta(run_dir: Path, **changes: Any) -> None:
+    """Merge ``changes`` into the current checkpoint's ``meta.json`` (write a copy, then replace)."""
+    folder = find(run_dir)
+    if folder is None:
+        raise TinvError(f"{run_dir}: no checkpoint to update")
+    meta_path = folder / META_FILE
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta.update(changes)
+    tmp = meta_path.with_name(f"{META_FILE}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    _fsync_file(tmp)
+    os.replace(tmp, meta_path)
+
+
+def discard(run_dir: Path) -> None:
+    """Remove the run's checkpoint (current, previous and any half-written one)."""
+    for folder in (run_dir / CHECKPOINT_DIR, run_dir / (CHECKPOINT_DIR + _OLD_SUFFIX)):
+        shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        for leftover in run_dir.glob(f"{_TMP_PREFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def global_rng_state() -> dict[str, Any]:
+    """Python's, numpy's and torch's global RNG states, as tensors and plain values (weights-only safe)."""
+    import numpy as np
+    import torch
+
+    version, mt_state, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(mt_state), gauss],
+        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_global_rng_state(state: Mapping[str, Any]) -> None:
+    """Put back what ``global_rng_state`` captured."""
+    import numpy as np
+    import torch
+
+    version, mt_state, gauss = state["python"]
+    random.setstate((version, tuple(mt_state), gauss))
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def settings_hash(settings: Mapping[str, Any]) -> str:
+    """sha256 of a run's settings (JSON with sorted keys): equal hashes, same training math."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append("the images changed" if key == "images" else f"{prefix}{key} {a} -> {b}")
+    return out
+
+
+def resumable(
+    run_dir: Path, settings: Mapping[str, Any], *, name: str, restart: bool
+) -> CheckpointInfo | None:
+    """The checkpoint a run with ``settings`` resumes from; None for a fresh run (no checkpoint, a finished
+    one, or ``restart``). A checkpoint made with other settings is refused, saying what changed."""
+    info = read_info(run_dir)
+    if info is None or info.finished or restart:
+        return None
+    if info.settings_hash != settings_hash(settings):
+        changed = _differences(info.settings, dict(settings)) or ["settings changed"]
+        raise TinvError(
+            f"{name}: the checkpoint at step {info.step}/{info.total_steps} in {info.path} was made with other "
+            f"settings ({'; '.join(changed[:4])})",
+            f"run `tinv train {name} --restart` to discard it and start over, or undo the change to resume",
+        )
+    return info

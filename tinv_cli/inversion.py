@@ -1,0 +1,260 @@
+"""The pieces of Textual Inversion that touch the model: new tokens, their rows, cached latents, the loss.
+
+``train.py`` is the recipe that strings these together; they are separate so a test can run each one next to the
+reference formulation (the diffusers example's full-matrix parameter and per-step VAE encode) and compare.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tinv_cli.config import Concept
+from tinv_cli.embedding import token_names
+from tinv_cli.errors import DataError, ModelError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+VALIDATION_INFERENCE_STEPS = 25
+
+
+def add_placeholder_tokens(tokenizer: Any, token: str, vectors: int) -> list[int]:
+    """Add ``token, token_1, ...`` to ``tokenizer`` and return their ids; refuses a token it already has."""
+    vocab = tokenizer.get_vocab()
+    names = token_names(token, vectors)
+    for entry in names:
+        pieces = tokenizer.tokenize(entry)
+        if entry in vocab or (len(pieces) == 1 and pieces[0] in vocab and pieces[0] != tokenizer.unk_token):
+            raise ModelError(
+                f"token {entry} is already a word of the base model's tokenizer",
+                "pick another token in concepts.toml (a word between < and >, e.g. <my-concept>)",
+            )
+    before = len(tokenizer)
+    added = tokenizer.add_tokens(names)
+    ids = tokenizer.convert_tokens_to_ids(names)
+    if added != len(names) or ids != list(range(before, before + len(names))):
+        raise ModelError(f"could not add {', '.join(names)} to the tokenizer as new tokens")
+    return ids
+
+
+def initial_vectors(weight: torch.Tensor, concept: Concept, tokenizer: Any, *, seed: int) -> torch.Tensor:
+    """The ``[n, d]`` float32 starting vectors: the initializer's rows (vector i averages the tokens
+    ``initializer_plan`` gives it), random rows with the vocabulary's per-dimension spread, or zeros."""
+    import torch
+
+    from tinv_cli.data import derive_seed
+    from tinv_cli.project import initializer_ids, initializer_plan
+
+    table = weight.detach().float()
+    n, d = concept.vectors, table.shape[1]
+    if concept.init == "zero":
+        return torch.zeros(n, d, device=table.device)
+    if concept.init == "random":
+        generator = torch.Generator().manual_seed(derive_seed(seed, "init"))
+        draw = torch.randn(n, d, generator=generator).to(table.device)
+        return draw * table.std(dim=0) + table.mean(dim=0)
+    ids = initializer_ids(tokenizer, concept.initializer or "")
+    plan = initializer_plan(len(ids), n)
+    return torch.stack([table[[ids[j] for j in group]].mean(dim=0) for group in plan])
+
+
+def embedding_with_new_rows(
+    base: torch.nn.Embedding, new_ids: list[int], vectors: torch.Tensor
+) -> torch.nn.Module:
+    """A drop-in for ``base`` in which ids ``new_ids`` (consecutive, past the base vocabulary) read their rows from
+    a trainable fp32 parameter ``.new``; every other id reads the frozen base table."""
+    return _new_rows_class()(base, new_ids[0], vectors)
+
+
+@functools.cache
+def _new_rows_class() -> type:
+    # Built on first use, so that importing this module does not import torch.
+    import torch
+
+    class EmbeddingWithNewRows(torch.nn.Module):
+        def __init__(self, base: torch.nn.Embedding, first_new_id: int, vectors: torch.Tensor) -> None:
+            super().__init__()
+            self.base = base
+            self.first_new_id = first_new_id
+            # fp32 whatever the base table's dtype: Adam's small updates vanish in fp16/bf16 rounding.
+            self.new = torch.nn.Parameter(
+                vectors.detach().to(device=base.weight.device, dtype=torch.float32, copy=True)
+            )
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            is_new = input_ids >= self.first_new_id
+            old_rows = self.base(torch.where(is_new, 0, input_ids))
+            new_rows = torch.nn.functional.embedding((input_ids - self.first_new_id).clamp(min=0), self.new)
+            return torch.where(is_new.unsqueeze(-1), new_rows.to(old_rows.dtype), old_rows)
+
+    return EmbeddingWithNewRows
+
+
+def encode_latents(vae: Any, pixels: torch.Tensor, *, batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE posterior of every image and its mirror: float32 ``mean`` and ``std``, ``[N, 2, C, h, w]``
+    (index 1 on the second axis is the horizontally flipped image)."""
+    import torch
+
+    means, stds = [], []
+    with torch.no_grad():
+        for start in range(0, pixels.shape[0], batch):
+            chunk = pixels[start : start + batch].to(device=vae.device, dtype=vae.dtype)
+            both = torch.stack([chunk, torch.flip(chunk, dims=[-1])], dim=1).flatten(0, 1)
+            dist = vae.encode(both).latent_dist
+            means.append(dist.mean.float().unflatten(0, (-1, 2)))
+            stds.append(dist.std.float().unflatten(0, (-1, 2)))
+    return torch.cat(means), torch.cat(stds)
+
+
+def check_prediction_type(noise_scheduler: Any) -> str:
+    prediction = noise_scheduler.config.prediction_type
+    if prediction not in ("epsilon", "v_prediction"):
+        raise ModelError(
+            f"the base model's scheduler predicts {prediction!r}; tinv trains epsilon and v_prediction models",
+            "use a Stable Diffusion 1.x or 2.x base model",
+        )
+    return prediction
+
+
+def diffusion_loss(
+    unet: Any,
+    text_encoder: Any,
+    noise_scheduler: Any,
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    input_ids: torch.Tensor,
+) -> torch.Tensor:
+    """The example's objective: MSE between the UNet's prediction and the scheduler's target for
+    ``prediction_type`` (the noise for epsilon models, the velocity for v-prediction ones)."""
+    import torch.nn.functional as F
+
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    hidden = text_encoder(input_ids)[0]
+    pred = unet(noisy.to(unet.dtype), timesteps, hidden.to(unet.dtype)).sample
+    if check_prediction_type(noise_scheduler) == "epsilon":
+        target = noise
+    else:
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    return F.mse_loss(pred.float(), target.float(), reduction="mean")
+
+
+def validation_images(
+    parts: Parts,
+    tokenizer: Any,
+    prompt: str,
+    *,
+    count: int,
+    seed: int,
+    resolution: int,
+    steps: int = VALIDATION_INFERENCE_STEPS,
+) -> list[Image.Image]:
+    """``count`` images for ``prompt`` from the modules being trained (no reload from disk), with a fixed seed.
+
+    The VAE comes onto the UNet's device for the occasion and goes back to where it was; the UNet and text
+    encoder run in eval mode and get their modes back; no random stream outside the seeded generator moves.
+    """
+    import torch
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=parts.vae,
+        text_encoder=parts.text_encoder,
+        tokenizer=tokenizer,
+        unet=parts.unet,
+        scheduler=DPMSolverMultistepScheduler.from_config(parts.scheduler.config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    device = parts.unet.device
+    vae_device = parts.vae.device
+    modes = [(m, m.training) for m in (parts.unet, parts.text_encoder)]
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    # Half-precision modules meet the fp32 new rows: autocast, as in training, settles every op's dtype.
+    half = parts.unet.dtype in (torch.float16, torch.bfloat16)
+    autocast = torch.autocast(device.type, dtype=parts.unet.dtype, enabled=half)
+    try:
+        parts.vae.to(device)
+        with torch.random.fork_rng(devices=cuda), torch.no_grad(), autocast:
+            for module, _ in modes:
+                module.eval()
+            return list(
+                pipe(
+                    prompt,
+                    num_images_per_prompt=count,
+                    num_inference_steps=steps,
+                    generator=torch.Generator(device=device).manual_seed(seed),
+                    height=resolution,
+                    width=resolution,
+                ).images
+            )
+    finally:
+        parts.vae.to(vae_device)
+        for module, mode in modes:
+            module.train(mode)
+
+
+@dataclass(frozen=True)
+class Parts:
+    tokenizer: Any
+    text_encoder: Any
+    unet: Any
+    vae: Any
+    scheduler: Any
+
+
+def load_parts(base: str, revision: str | None, dtype: torch.dtype, pipeline: Any | None) -> Parts:
+    from tinv_cli.models import load_pipeline
+
+    pipe = pipeline if pipeline is not None else load_pipeline(base, revision=revision, torch_dtype=dtype)
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        raise ModelError(
+            f"{base} has two text encoders (SDXL); tinv trains Stable Diffusion 1.x and 2.x concepts",
+            "train on an SD 1.x or 2.x base model (--model)",
+        )
+    missing = [
+        name
+        for name in ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
+        if getattr(pipe, name, None) is None
+    ]
+    if missing:
+        raise ModelError(f"{base} has no {', '.join(missing)}", "use a Stable Diffusion text-to-image model")
+    return Parts(pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae, pipe.scheduler)
+
+
+def tokenize_prompts(
+    tokenizer: Any, prompts: list[list[str]], new_ids: list[int], images: tuple[Path, ...]
+) -> torch.Tensor:
+    """Every prompt of every image as token ids, ``[images, prompts, max_length]`` (an image with fewer prompts
+    repeats its last). Refuses a prompt so long that truncation would cut the placeholder off."""
+    import torch
+
+    longest = max(len(p) for p in prompts)
+    rows = []
+    for image_prompts, image in zip(prompts, images, strict=True):
+        padded = image_prompts + [image_prompts[-1]] * (longest - len(image_prompts))
+        ids = tokenizer(
+            padded,
+            padding="max_length",
+            truncation=True,
+            max_length=tokenizer.model_max_length,
+            return_tensors="pt",
+        ).input_ids
+        found = (ids.unsqueeze(-1) == torch.tensor(new_ids)).any(dim=1).all(dim=1)
+        if not bool(found.all()):
+            missing = padded[int((~found).nonzero()[0, 0])]
+            if len(tokenizer(missing).input_ids) > tokenizer.model_max_length:
+                raise DataError(
+                    f"{image.with_suffix('.txt')}: the prompt {missing!r} is longer than the text encoder's "
+                    f"{tokenizer.model_max_length} tokens, so the concept's token would be cut off",
+                    "shorten the caption",
+                )
+            raise DataError(f"the tokenizer does not find the concept's token in the prompt {missing!r}")
+        rows.append(ids)
+    return torch.stack(rows)

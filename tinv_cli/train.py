@@ -1,0 +1,827 @@
+"""``tinv train``: Textual Inversion, the diffusers example's math with the waste taken out.
+
+Read ``train`` from top to bottom: setup -> train -> save_checkpoint -> register -> cleanup. What differs from
+examples/textual_inversion/textual_inversion.py, and why:
+
+- Only the new rows train. The text encoder's token-embedding module is swapped, for the run, for one that
+  holds the frozen base ``nn.Embedding`` plus an fp32 ``[n, d]`` parameter for the placeholder ids. The
+  optimizer sees only that parameter, so there is no gradient, Adam state, weight decay or per-step restore
+  over the 49k-row vocabulary, and every other row stays bit-identical by construction.
+- Latents are cached. Each image and its mirror go through the VAE once; the latent distribution's mean and
+  std stay on the device and a latent is drawn from them each step (exactly what ``latent_dist.sample()``
+  does), so the VAE leaves the device for the whole run.
+- Every random draw comes from a dedicated generator (data order, flips and prompts in ``data.SampleStream``;
+  latent samples, noise and timesteps in ``_Recipe.noise``), whose states go into the checkpoint: a resumed run is
+  bitwise the same run on CPU.
+- The loss is read back from the device every ``LOSS_EVERY`` steps, not every step, so the host never waits
+  on the accelerator in the hot loop.
+- Data parallelism is accelerate's: under ``accelerate launch`` or ``torchrun`` each process trains on its own
+  share of every batch and the new rows' gradient (n x d numbers) is averaged across processes before each
+  optimizer step, so every process holds the same vectors; the end of the run checks that they do.
+
+Feedback goes through a ``TrainCallbacks`` object; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tinv_cli import checkpoint
+from tinv_cli.config import Concept, Project, TrainConfig
+from tinv_cli.embedding import token_names
+from tinv_cli.errors import NotFoundError, TinvError
+from tinv_cli.paths import tinv_home
+
+if TYPE_CHECKING:
+    import torch
+
+    from tinv_cli.registry import Registry
+
+LOSS_EVERY = 10  # steps between reading the loss back from the device (a host sync)
+SETTINGS_SCHEMA = 1
+REPORT_TO = ("tensorboard",)
+TRACKER_DIR = "tensorboard"  # inside the run folder
+CONCEPT_OVERRIDES = ("vectors", "initializer", "init", "validation_prompt")
+# Settings that change when or how a run reports, not what it learns: changing them keeps a checkpoint usable.
+_NOT_HASHED = ("checkpoint_every", "validation_every", "num_validation_images", "gradient_checkpointing")
+
+
+class TrainingInterrupted(TinvError):
+    """Ctrl-C or SIGTERM: a checkpoint was saved and ``tinv train NAME`` resumes from it."""
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What to train. ``overrides`` holds TrainConfig fields and ``vectors``, ``initializer``, ``init`` and
+    ``validation_prompt`` given on the command line; they win over the project file."""
+
+    project: Project
+    concept: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    base: str | None = None  # --model: another base model than the project's
+    revision: str | None = None
+    from_entry: str | None = None  # start from this registry entry's vectors
+    restart: bool = False  # discard an existing checkpoint instead of resuming
+    report_to: str | None = None
+
+
+@dataclass(frozen=True)
+class StartInfo:
+    name: str
+    token: str
+    run_dir: Path
+    start_step: int
+    total_steps: int
+    images: int
+    device: str
+    num_processes: int
+    mixed_precision: str
+    learning_rate: float  # after scaling
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    entry: str  # NAME@VERSION in the registry
+    name: str
+    token: str
+    steps: int
+    start_step: int
+    final_loss: float | None
+    wall_time_s: float
+    peak_memory_bytes: int | None
+    run_dir: Path
+    checkpoint: Path
+    metrics: Path
+    loss_plot: Path
+    validation: tuple[Path, ...]
+    device: str
+    num_processes: int
+    mixed_precision: str
+    rank_sha256: tuple[str, ...]  # sha256 of each process's final vectors; all equal after a healthy run
+    main_process: bool = True  # False on the other processes of a data-parallel run
+
+
+class TrainCallbacks:
+    """Progress reports from ``train``; every method is optional. Only the main process reports."""
+
+    def on_start(self, info: StartInfo) -> None:
+        pass
+
+    def on_step(self, step: int, loss: float | None, lr: float, it_s: float | None) -> None:
+        """Called after every optimizer step; ``loss`` is the mean since the last report, every LOSS_EVERY steps."""
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        pass
+
+    def on_validation(self, step: int, path: Path) -> None:
+        pass
+
+    def on_message(self, message: str) -> None:
+        pass
+
+    def on_end(self, summary: TrainSummary) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Setup: everything that can be refused is checked before a model is loaded.
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def resolve_concept(project: Project, name: str, overrides: Mapping[str, Any]) -> tuple[Concept, TrainConfig]:
+    """The concept ``name`` of ``project`` and its training settings, with command-line ``overrides`` applied."""
+    from tinv_cli.project import CONCEPT_FIELDS, TRAIN_FIELDS
+
+    concept = project.concepts.get(name)
+    if concept is None:
+        close = difflib.get_close_matches(name, list(project.concepts), n=1, cutoff=0.5)
+        known = ", ".join(sorted(project.concepts)) or "none yet"
+        raise NotFoundError(
+            f"no concept {name!r} in {project.path}" + (f"; did you mean {close[0]!r}?" if close else ""),
+            f"concepts in this project: {known}; add one with `tinv init --concept NAME --images DIR`",
+        )
+    train_overrides: dict[str, Any] = {}
+    concept_overrides: dict[str, Any] = {}
+    for key, value in overrides.items():
+        spec = TRAIN_FIELDS.get(key) if key in TrainConfig.field_names() else None
+        if spec is None and key in CONCEPT_OVERRIDES:
+            spec = CONCEPT_FIELDS[key]
+        if spec is None:
+            raise TinvError(f"unknown training setting {key!r}", "see `tinv train --help`")
+        if spec.choices and value not in spec.choices:
+            raise TinvError(f"{_flag(key)} {value}: choose one of {', '.join(spec.choices)}")
+        if spec.valid is not None and not spec.valid(value):
+            raise TinvError(f"{_flag(key)} {value}: must be {spec.rule}")
+        (train_overrides if key in TrainConfig.field_names() else concept_overrides)[key] = value
+    if "initializer" in concept_overrides and "init" not in concept_overrides:
+        concept_overrides["init"] = "initializer"
+    concept = replace(concept, **concept_overrides)
+    if concept.init == "initializer" and not concept.initializer:
+        raise TinvError(
+            f"concept {name} has no initializer", "pass --initializer WORD, or --init random / --init zero"
+        )
+    return concept, concept.train.merged(train_overrides)
+
+
+def run_dir_for(name: str) -> Path:
+    """Where a concept's runs live: ``$TINV_HOME/runs/NAME``."""
+    return tinv_home() / "runs" / name
+
+
+def _check_report_to(report_to: str | None) -> None:
+    if report_to is None:
+        return
+    if report_to not in REPORT_TO:
+        raise TinvError(f"--report-to {report_to}: choose one of {', '.join(REPORT_TO)}")
+    from accelerate.utils import is_tensorboard_available
+
+    if not is_tensorboard_available():
+        raise TinvError("--report-to tensorboard needs the tensorboard package", "pip install tensorboard")
+
+
+def _cpu_processes() -> bool:
+    """True for a data-parallel launch on a machine without CUDA: accelerate then needs ``cpu=True`` to join the
+    processes over gloo (``accelerate launch --cpu`` says so itself; ``torchrun`` does not)."""
+    import os
+
+    import torch
+
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+        return True
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _peak_memory(device: torch.device) -> int | None:
+    """Peak accelerator memory on CUDA; elsewhere the process's peak resident memory (None if unknown)."""
+    import sys
+
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, kilobytes on Linux
+
+
+class _StopSignal:
+    """SIGINT/SIGTERM handlers that only raise a flag; the loop checks it between optimizer steps.
+
+    A second Ctrl-C raises KeyboardInterrupt at once, for when saving the checkpoint is not wanted.
+    Handlers can only be installed from the main thread; elsewhere the flag simply never rises.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+class _Rate:
+    """Optimizer steps per second over the last few steps."""
+
+    def __init__(self, window: int = 20) -> None:
+        self.window = window
+        self.times: list[float] = []
+
+    def tick(self) -> float | None:
+        self.times = [*self.times[-self.window :], time.perf_counter()]
+        if len(self.times) < 2:
+            return None
+        return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)
+
+
+def train(
+    request: TrainRequest,
+    callbacks: TrainCallbacks | None = None,
+    *,
+    registry: Registry | None = None,
+    pipeline: Any | None = None,
+) -> TrainSummary:
+    """Train ``request.concept``, checkpointing as it goes, and register the result.
+
+    Resumes from the run's checkpoint when its settings match; raises ``TrainingInterrupted`` after saving one
+    on SIGINT/SIGTERM. ``pipeline``: train on a pipeline already in memory instead of loading the base model;
+    its modules are used as they are and handed back unchanged (same modules, weights, devices and modes).
+    """
+    from tinv_cli.registry import Registry
+
+    recipe = _Recipe(request, callbacks or TrainCallbacks(), registry if registry is not None else Registry())
+    try:
+        recipe.setup(pipeline)
+        with _StopSignal() as stop:
+            recipe.train(stop)
+        return recipe.finish()
+    finally:
+        recipe.cleanup()
+
+
+class _Recipe:
+    """One run's state. Methods appear in the order they run: setup, train, save_checkpoint, finish, cleanup."""
+
+    def __init__(self, request: TrainRequest, callbacks: TrainCallbacks, registry: Registry) -> None:
+        self.request = request
+        self.registry = registry
+        self.callbacks = callbacks
+        self.started = time.perf_counter()
+        self.undo: list[Callable[[], object]] = []  # cleanup runs these last-in first-out
+        self.step = 0
+        self.checkpoint_step = -1
+        self.last_loss: float | None = None
+        self.wall_before = 0.0
+        self.validations: list[Path] = []
+        self.it_s: float | None = None
+
+    # --- setup --------------------------------------------------------------------------------------------
+
+    def setup(self, pipeline: Any | None) -> None:
+        resume = self._setup_run()
+        self._setup_model(pipeline)
+        self._setup_optimizer()
+        self._setup_state(resume)
+
+    def _setup_run(self) -> checkpoint.CheckpointInfo | None:
+        """Settings, images, processes and the resume decision: everything refusable, before any model."""
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState, GradientState, PartialState
+
+        from tinv_cli.data import fingerprint, load_training_set
+
+        request = self.request
+        concept, config = resolve_concept(request.project, request.concept, request.overrides)
+        self.base = request.base or request.project.model.base
+        self.revision = (
+            request.revision if request.base else request.revision or request.project.model.revision
+        )
+        self.start_entry = self.registry.get(request.from_entry) if request.from_entry else None
+        _check_report_to(request.report_to)
+
+        # The process group (under torchrun or accelerate launch) comes up here; only rank 0 reports.
+        cpu = _cpu_processes()
+        state = PartialState(cpu=cpu)
+        if not state.is_main_process:
+            self.callbacks = TrainCallbacks()
+        say = self.callbacks.on_message
+        if self.start_entry is not None and self.start_entry.num_vectors != concept.vectors:
+            start = self.start_entry
+            if "vectors" in request.overrides:
+                raise TinvError(
+                    f"--vectors {concept.vectors} does not fit --from {start.ref}, which has {start.num_vectors}",
+                    "leave out --vectors: a run from an entry trains the entry's vectors",
+                )
+            say(f"{start.ref} has {start.num_vectors} vectors; training that many")
+            concept = replace(concept, vectors=start.num_vectors)
+        self.images = load_training_set(
+            concept.images, resolution=config.resolution, center_crop=config.center_crop, warn=say
+        )
+        if config.mixed_precision == "fp16" and state.device.type == "cpu":
+            say("fp16 mixed precision needs a GPU; training on the CPU in full precision")
+            config = replace(config, mixed_precision="no")
+        self.concept, self.config = concept, config
+
+        # accelerate keeps one state per process and refuses a second Accelerator with another precision; a
+        # second run in one process (a notebook, the test suite) is legitimate, so its state starts afresh.
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+        self.run_dir = run_dir_for(concept.name)
+        self.accelerator = Accelerator(
+            cpu=cpu,
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.gradient_accumulation,
+            log_with=request.report_to,
+            project_dir=str(self.run_dir),
+        )
+        self.world = self.accelerator.num_processes
+        self.rank = self.accelerator.process_index
+        self.device = self.accelerator.device
+        self.main = self.accelerator.is_main_process
+
+        start = self.start_entry
+        self.settings = {
+            "schema": SETTINGS_SCHEMA,
+            "base_model": self.base,
+            "revision": self.revision,
+            "token": concept.token,
+            "kind": concept.kind,
+            "vectors": concept.vectors,
+            "init": "entry" if start else concept.init,
+            "initializer": concept.initializer if concept.init == "initializer" and not start else None,
+            "from_entry": start.sha256 if start else None,
+            "images": fingerprint(self.images.paths),
+            "num_processes": self.world,
+            "train": {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED},
+        }
+        return checkpoint.resumable(self.run_dir, self.settings, name=concept.name, restart=request.restart)
+
+    def _setup_model(self, pipeline: Any | None) -> None:
+        """Load the model, add the tokens, swap in the trainable rows, cache latents, tokenize the prompts."""
+        import torch
+        from diffusers import DDPMScheduler
+
+        from tinv_cli import inversion
+        from tinv_cli.loader import check_fits
+        from tinv_cli.templates import all_prompts
+
+        concept, config, device = self.concept, self.config, self.device
+        dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
+        parts = inversion.load_parts(self.base, self.revision, dtype, pipeline)
+        self.noise_scheduler = DDPMScheduler.from_config(parts.scheduler.config)
+        inversion.check_prediction_type(self.noise_scheduler)
+        # A copy: the pipeline's own tokenizer must not keep the new tokens (a caller's pipeline, a later run).
+        self.tokenizer = copy.deepcopy(parts.tokenizer)
+        new_ids = inversion.add_placeholder_tokens(self.tokenizer, concept.token, concept.vectors)
+        text_encoder, unet, vae = parts.text_encoder, parts.unet, parts.vae
+        original_rows = text_encoder.get_input_embeddings()
+        if self.start_entry is not None:
+            start = self.start_entry.embedding()
+            check_fits(start, (int(original_rows.weight.shape[1]),))
+            init = start.vectors[0]
+        else:
+            init = inversion.initial_vectors(original_rows.weight, concept, self.tokenizer, seed=config.seed)
+
+        # Freeze everything, then swap in the trainable rows. Cleanup undoes each change in reverse order; a
+        # caller's pipeline also gets its devices, modes and requires_grad flags back.
+        modules = (text_encoder, unet, vae)
+        if pipeline is not None:
+            flags = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+            places = [(m, m.device, m.training) for m in modules]
+            self.undo.append(lambda: [p.requires_grad_(flag) for p, flag in flags])
+            self.undo.append(lambda: [m.to(where).train(mode) for m, where, mode in places])
+        for module in modules:
+            module.requires_grad_(False).to(device)
+        self.rows = inversion.embedding_with_new_rows(original_rows, new_ids, init)
+        text_encoder.set_input_embeddings(self.rows)
+        self.restore_rows = lambda: text_encoder.set_input_embeddings(original_rows)
+        self.undo.append(self.restore_rows)
+        if config.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+            text_encoder.gradient_checkpointing_enable()
+            self.undo += [unet.disable_gradient_checkpointing, text_encoder.gradient_checkpointing_disable]
+        # As in the reference script: the text encoder in train mode (CLIP's dropout is 0), the UNet only when
+        # gradient checkpointing needs it.
+        text_encoder.train()
+        unet.train(config.gradient_checkpointing)
+        self.parts = parts
+
+        # Each image and its mirror through the VAE once; then the VAE leaves the device until a validation.
+        self.latent_mean, self.latent_std = inversion.encode_latents(vae, self.images.pixels)
+        vae.to("cpu")
+        self.scaling_factor = float(vae.config.scaling_factor)
+
+        # Every prompt an image can draw, tokenized once and kept on the device.
+        placeholder = " ".join(token_names(concept.token, concept.vectors))
+        self.prompts = all_prompts(concept.kind, placeholder, concept.token, self.images.captions)
+        self.input_ids = inversion.tokenize_prompts(self.tokenizer, self.prompts, new_ids, self.images.paths)
+        self.input_ids = self.input_ids.to(device)
+
+    def _setup_optimizer(self) -> None:
+        """AdamW and the learning-rate schedule over the new rows, and nothing else."""
+        import torch
+        from diffusers.optimization import get_scheduler
+
+        config = self.config
+        scale = config.batch_size * config.gradient_accumulation * self.world if config.scale_lr else 1
+        self.learning_rate = config.learning_rate * scale
+        optimizer = torch.optim.AdamW(
+            [self.rows.new],
+            lr=self.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            weight_decay=config.adam_weight_decay,
+            eps=config.adam_epsilon,
+            fused=True if self.device.type == "cuda" else None,
+        )
+        # Stepped once per optimizer step by this loop, so no scaling by the process count as in the example.
+        self.lr_scheduler = get_scheduler(
+            config.lr_scheduler,
+            optimizer=optimizer,
+            num_warmup_steps=config.lr_warmup_steps,
+            num_training_steps=config.steps,
+            num_cycles=config.lr_num_cycles,
+        )
+        self.optimizer = self.accelerator.prepare(optimizer)
+
+    def _setup_state(self, resume: checkpoint.CheckpointInfo | None) -> None:
+        """The random streams, then either the checkpoint's state or a fresh run folder."""
+        import torch
+        from accelerate.utils import set_seed
+
+        from tinv_cli import plot
+        from tinv_cli.data import SampleStream, derive_seed
+
+        config = self.config
+        # Every process has read the run folder (in _setup_run) before rank 0 may clear it below.
+        self.accelerator.wait_for_everyone()
+        set_seed(derive_seed(config.seed, "global", self.rank) % 2**32)
+        self.stream = SampleStream(
+            [len(p) for p in self.prompts],
+            batch_size=config.batch_size,
+            flip_p=config.flip_p,
+            seed=config.seed,
+            rank=self.rank,
+            world_size=self.world,
+        )
+        self.noise = torch.Generator(device=self.device).manual_seed(
+            derive_seed(config.seed, "noise", self.rank)
+        )
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.loss_count = 0
+        if resume is not None:
+            state = checkpoint.load_state(resume.path)
+            rng = state["rng"][self.rank]
+            self.rows.new.data.copy_(state["vectors"].to(self.device))
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+            if self.accelerator.scaler is not None and state.get("scaler") is not None:
+                self.accelerator.scaler.load_state_dict(state["scaler"])
+            checkpoint.restore_global_rng_state(rng["global"])
+            self.stream.load_state_dict(rng["stream"])
+            self.noise.set_state(rng["noise"])
+            self.step = self.checkpoint_step = resume.step
+            self.wall_before = resume.wall_time_s
+            self.last_loss = state.get("last_loss")
+            if self.main:
+                plot.truncate_metrics(self.run_dir / plot.METRICS_FILE, resume.step)
+            self.callbacks.on_message(
+                f"Resuming {self.concept.name} from its checkpoint at step {resume.step}/{resume.total_steps}"
+            )
+        elif self.main:
+            self._fresh_run_folder()
+        self.first_step = self.step
+        if self.request.report_to:
+            scalars = {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))}
+            self.accelerator.init_trackers(TRACKER_DIR, config=scalars)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.callbacks.on_start(
+            StartInfo(
+                name=self.concept.name,
+                token=self.concept.token,
+                run_dir=self.run_dir,
+                start_step=self.step,
+                total_steps=config.steps,
+                images=len(self.images),
+                device=str(self.device),
+                num_processes=self.world,
+                mixed_precision=config.mixed_precision,
+                learning_rate=self.learning_rate,
+            )
+        )
+
+    def _fresh_run_folder(self) -> None:
+        """A new run starts from an empty run folder (the registry keeps every earlier result)."""
+        import shutil
+
+        from tinv_cli import plot
+
+        checkpoint.discard(self.run_dir)
+        for name in (plot.METRICS_FILE, plot.LOSS_PLOT):
+            (self.run_dir / name).unlink(missing_ok=True)
+        for folder in ("validation", TRACKER_DIR):
+            shutil.rmtree(self.run_dir / folder, ignore_errors=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- train --------------------------------------------------------------------------------------------
+
+    def train(self, stop: _StopSignal) -> None:
+        config, accelerator = self.config, self.accelerator
+        rate = _Rate()
+        while self.step < config.steps:
+            images, flips, prompts = self.stream.next_batch()
+            with accelerator.accumulate():
+                loss = self._micro_step(images, flips, prompts)
+            self.loss_sum += loss.detach()  # stays on the device: no sync
+            self.loss_count += 1
+            if not accelerator.sync_gradients:
+                continue
+            self.step += 1
+            step, self.it_s = self.step, rate.tick()
+            loss_value = self._read_loss() if step % LOSS_EVERY == 0 or step == config.steps else None
+            self.callbacks.on_step(step, loss_value, self._lr(), self.it_s)
+            if step == config.steps:
+                break
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                self.save_checkpoint()
+            if (
+                self.concept.validation_prompt
+                and config.validation_every
+                and step % config.validation_every == 0
+            ):
+                self.validate()
+            if self._stop_requested(stop):
+                self.save_checkpoint()
+                raise TrainingInterrupted(
+                    f"interrupted at step {step}/{config.steps}; checkpoint saved in {self.run_dir}",
+                    f"run `tinv train {self.concept.name}` to resume",
+                )
+
+    def _micro_step(self, images: torch.Tensor, flips: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        from tinv_cli.inversion import diffusion_loss
+
+        accelerator, device, new = self.accelerator, self.device, self.rows.new
+        images, flips, prompts = (t.to(device, non_blocking=True) for t in (images, flips, prompts))
+        mean, std = self.latent_mean[images, flips], self.latent_std[images, flips]
+        # The order of these draws is part of the run's identity: latent sample, noise, timesteps.
+        latents = (
+            mean + std * torch.randn(mean.shape, generator=self.noise, device=device)
+        ) * self.scaling_factor
+        noise = torch.randn(latents.shape, generator=self.noise, device=device)
+        timesteps = torch.randint(
+            0,
+            self.noise_scheduler.config.num_train_timesteps,
+            (len(images),),
+            generator=self.noise,
+            device=device,
+        )
+        with accelerator.autocast():
+            loss = diffusion_loss(
+                self.parts.unet,
+                self.parts.text_encoder,
+                self.noise_scheduler,
+                latents,
+                noise,
+                timesteps,
+                self.input_ids[images, prompts],
+            )
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            if self.world > 1:
+                # The step's only communication: n x d numbers, after which every process takes the same step.
+                new.grad.copy_(accelerator.reduce(new.grad, reduction="mean"))
+            if self.config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_([new], self.config.max_grad_norm)
+        self.optimizer.step()
+        if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+            self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def _lr(self) -> float:
+        return float(self.lr_scheduler.get_last_lr()[0])
+
+    def _read_loss(self) -> float | None:
+        """The mean loss since the last read (this is the host sync), logged to metrics.jsonl and trackers."""
+        import math
+
+        from tinv_cli import plot
+
+        if self.loss_count == 0:
+            return None
+        mean = self.loss_sum / self.loss_count
+        if self.world > 1:
+            mean = self.accelerator.reduce(mean, reduction="mean")
+        value = float(mean)
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        if not math.isfinite(value):
+            raise TinvError(
+                f"the loss became {value} by step {self.step}; the vectors are no longer usable",
+                "lower --lr or use --mixed-precision bf16 or no, and start over with --restart",
+            )
+        self.last_loss = value
+        if self.main:
+            it_s = None if self.it_s is None else round(self.it_s, 3)
+            record = {"step": self.step, "loss": value, "lr": self._lr(), "it_s": it_s}
+            plot.append_metrics(self.run_dir / plot.METRICS_FILE, [record])
+        if self.request.report_to:
+            self.accelerator.log({"loss": value, "lr": self._lr()}, step=self.step)
+        return value
+
+    def _stop_requested(self, stop: _StopSignal) -> bool:
+        if self.world == 1:
+            return stop.received is not None
+        # All processes must stop at the same step; agreeing costs a collective, so they ask only now and then.
+        if self.step % LOSS_EVERY:
+            return False
+        import torch
+
+        flag = torch.tensor(float(stop.received is not None), device=self.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum") > 0)
+
+    def validate(self) -> Path | None:
+        """A fixed-seed image grid for the validation prompt, made by the modules being trained."""
+        from tinv_cli import plot
+        from tinv_cli.embedding import Embedding
+        from tinv_cli.inversion import validation_images
+        from tinv_cli.loader import expand_prompt
+
+        path = None
+        if self.main:
+            concept = self.concept
+            current = Embedding(concept.token, (self.rows.new.detach().cpu(),))
+            images = validation_images(
+                self.parts,
+                self.tokenizer,
+                expand_prompt(concept.validation_prompt or "", [current]),
+                count=self.config.num_validation_images,
+                seed=self.config.seed,
+                resolution=self.config.resolution,
+            )
+            out = self.run_dir / "validation" / f"step-{self.step:05d}.png"
+            path = plot.save_png(plot.image_grid(images), out)
+            self.validations.append(path)
+            self.callbacks.on_validation(self.step, path)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    # --- save_checkpoint ----------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> None:
+        """Save everything the next step depends on; every process's RNG states go into rank 0's file."""
+        from accelerate.utils import gather_object
+
+        from tinv_cli import plot
+
+        if self.checkpoint_step == self.step:
+            return
+        self._read_loss()
+        rng = {
+            "global": checkpoint.global_rng_state(),
+            "stream": self.stream.state_dict(),
+            "noise": self.noise.get_state(),
+        }
+        every_rng = gather_object([rng]) if self.world > 1 else [rng]
+        if self.main:
+            scaler = self.accelerator.scaler
+            state = {
+                "vectors": self.rows.new.detach().cpu().clone(),
+                "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": self.lr_scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": every_rng,
+                "last_loss": self.last_loss,
+            }
+            meta = {
+                "step": self.step,
+                "total_steps": self.config.steps,
+                "settings_hash": checkpoint.settings_hash(self.settings),
+                "settings": self.settings,
+                "finished": False,
+                "entry": None,
+                "wall_time_s": self._wall_time(),
+                "project": str(self.request.project.path),
+            }
+            path = checkpoint.save(self.run_dir, state, meta)
+            metrics = plot.read_metrics(self.run_dir / plot.METRICS_FILE)
+            plot.draw_loss_curve(metrics, self.run_dir / plot.LOSS_PLOT, title=f"{self.concept.name}: loss")
+            self.callbacks.on_checkpoint(self.step, path)
+        self.checkpoint_step = self.step
+        self.accelerator.wait_for_everyone()
+
+    def _wall_time(self) -> float:
+        return round(self.wall_before + time.perf_counter() - self.started, 3)
+
+    # --- finish: register the result ----------------------------------------------------------------------
+
+    def finish(self) -> TrainSummary:
+        from accelerate.utils import broadcast_object_list, gather_object
+
+        from tinv_cli import plot
+        from tinv_cli.embedding import Embedding
+
+        self.save_checkpoint()  # so a failure while registering resumes here, with nothing left to train
+        grid = self.validate() if self.concept.validation_prompt else None
+        vectors = self.rows.new.detach().float().cpu().clone()
+        self.restore_rows()
+        digest = hashlib.sha256(vectors.numpy().tobytes()).hexdigest()
+        rank_sha256 = tuple(gather_object([digest])) if self.world > 1 else (digest,)
+        if len(set(rank_sha256)) != 1:
+            raise TinvError(
+                f"the {self.world} processes ended with different vectors; nothing was registered",
+                "this is a bug in tinv's data-parallel training; please report it",
+            )
+        concept, config = self.concept, self.config
+        ref = [""]
+        if self.main:
+            training = {
+                "config": config.to_dict(),
+                "seed": config.seed,
+                "steps": config.steps,
+                "final_loss": None if self.last_loss is None else round(self.last_loss, 6),
+                "wall_time_s": round(self._wall_time(), 1),
+                "images": len(self.images),
+                "initializer": self.settings["initializer"],
+                "init": self.settings["init"],
+                "from_entry": self.start_entry.ref if self.start_entry else None,
+                "vectors": concept.vectors,
+                "mixed_precision": config.mixed_precision,
+                "effective_learning_rate": self.learning_rate,  # after --scale-lr
+                "num_processes": self.world,
+                "device": self.device.type,
+            }
+            entry = self.registry.add(
+                concept.name,
+                Embedding(concept.token, (vectors,)),
+                kind=concept.kind,
+                source={"type": "trained", "run": str(self.run_dir)},
+                images=self.images.paths,
+                base_model=self.base,
+                base_model_revision=self.revision,
+                training=training,
+                extra_files={"validation.png": grid} if grid else None,
+            )
+            checkpoint.update_meta(self.run_dir, finished=True, entry=entry.ref)
+            ref = [entry.ref]
+        if self.world > 1:
+            broadcast_object_list(ref)
+        if self.request.report_to:
+            self.accelerator.end_training()
+        summary = TrainSummary(
+            entry=ref[0],
+            name=concept.name,
+            token=concept.token,
+            steps=config.steps,
+            start_step=self.first_step,
+            final_loss=self.last_loss,
+            wall_time_s=self._wall_time(),
+            peak_memory_bytes=_peak_memory(self.device),
+            run_dir=self.run_dir,
+            checkpoint=self.run_dir / checkpoint.CHECKPOINT_DIR,
+            metrics=self.run_dir / plot.METRICS_FILE,
+            loss_plot=self.run_dir / plot.LOSS_PLOT,
+            validation=tuple(self.validations),
+            device=str(self.device),
+            num_processes=self.world,
+            mixed_precision=config.mixed_precision,
+            rank_sha256=rank_sha256,
+            main_process=self.main,
+        )
+        self.callbacks.on_end(summary)
+        return summary
+
+    # --- cleanup ------------------------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Hand the modules back as they came: embedding module, devices, modes, requires_grad."""
+        while self.undo:
+            self.undo.pop()()
