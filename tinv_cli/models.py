@@ -9,6 +9,7 @@ of the long chained traceback diffusers produces.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,39 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 _LOCAL_HINT = "or pass a local diffusers folder with --model"
 
 
+BUILTIN_PREFIX = "builtin:"
+# Models that ship inside tinv, by name: the folder (diffusers layout) under the tinv_cli package.
+BUILTIN_MODELS = {"shapes": Path("shapes") / "model"}
+
+
+def builtin_folder(base: str) -> Path | None:
+    """The shipped folder that a ``builtin:NAME`` model id names, or None for any other model reference.
+
+    The one place ``builtin:`` ids are resolved: every loader reaches it through ``_local_folder``, so a
+    built-in model works wherever a local folder does."""
+    if not base.startswith(BUILTIN_PREFIX):
+        return None
+    name = base[len(BUILTIN_PREFIX) :]
+    if name not in BUILTIN_MODELS:
+        raise NotFoundError(
+            f"no built-in model {name!r}",
+            f"built-in models: {', '.join(BUILTIN_PREFIX + known for known in BUILTIN_MODELS)}",
+        )
+    folder = Path(__file__).resolve().parent / BUILTIN_MODELS[name]
+    if not (folder / MODEL_INDEX).is_file():
+        raise NotFoundError(
+            f"the weights of {base} are missing from this installation ({folder})",
+            "reinstall tinv, or rebuild them with `python -m tinv_cli.shapes.build --out "
+            + str(folder)
+            + "`",
+        )
+    return folder
+
+
 def _local_folder(base: str) -> Path | None:
+    builtin = builtin_folder(base)
+    if builtin is not None:
+        return builtin
     folder = Path(base).expanduser()
     return folder if folder.is_dir() else None
 
@@ -71,6 +104,8 @@ def check_model_ref(base: str) -> Path | None:
 
 def model_label(base: str) -> str:
     """A short name for a model in image metadata: the Hub id, or a local folder's name."""
+    if base.startswith(BUILTIN_PREFIX):
+        return base
     folder = _local_folder(base)
     return folder.resolve().name if folder is not None else base
 
@@ -221,6 +256,20 @@ def _fetch_model_index(base: str, revision: str | None) -> dict[str, Any] | None
     return _read_json(Path(path))
 
 
+def _quiet_libraries() -> None:
+    """Keep diffusers' and transformers' loading bars and notices (e.g. that torchvision is missing, which
+    tinv never needs) off the terminal: tinv reports its own progress. ``TINV_DEBUG=1`` leaves them on."""
+    if os.environ.get("TINV_DEBUG") == "1":
+        return
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
 def load_pipeline(
     base: str,
     *,
@@ -246,6 +295,7 @@ def load_pipeline(
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
     source = str(folder) if folder is not None else base
+    _quiet_libraries()
     try:
         with warnings.catch_warnings():
             # diffusers >= 0.36 renames torch_dtype to dtype; the old name works in every version tinv supports.

@@ -209,9 +209,12 @@ def add_concept(
     concept = project.concepts[name]
     folder_problems = image_problems(concept.images)
     if folder_problems:
+        unreadable = any("not a readable image" in problem for problem in folder_problems)
         raise DataError(
             f"concept {name!r}: " + "; ".join(folder_problems),
-            "put the training images (.png, .jpg, ...) in that folder first",
+            "remove or replace the unreadable files, then run this again"
+            if unreadable
+            else "put the training images (.png, .jpg, ...) in that folder first",
         )
     _write_atomically(path, new_text.encode("utf-8"))
     return concept
