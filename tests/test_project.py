@@ -671,9 +671,13 @@ def test_check_project_multi_vector_names_are_checked(tmp_path: Path) -> None:
 def test_check_project_without_tokenizer_is_skipped(tmp_path: Path) -> None:
     empty_model = tmp_path / "empty-model"
     (empty_model / "tokenizer").mkdir(parents=True)
-    for base in [str(empty_model), "org/not-downloaded", "builtin:tiny", str(tmp_path / "missing")]:
+    for base in [str(empty_model), "org/not-downloaded", str(tmp_path / "missing")]:
         project = project_with(tmp_path / PROJECT_FILE, base, concept("a", "<|endoftext|>", " "))
         assert check_project(project) == [f"tokenizer of {base} not available locally; token checks skipped"]
+    # A built-in model that does not exist is a mistake to report, not a tokenizer to skip.
+    unknown = project_with(tmp_path / PROJECT_FILE, "builtin:tiny", concept("a", "<a>", "dog"))
+    with pytest.raises(NotFoundError, match="no built-in model 'tiny'"):
+        check_project(unknown)
 
 
 def test_check_project_finds_a_tokenizer_in_the_hf_cache(

@@ -246,6 +246,7 @@ TRAIN_FIELDS: dict[str, _Field] = {
     "adam_epsilon": _Field(float, valid=lambda v: v > 0, rule="greater than 0"),
     "max_grad_norm": _Field(float, valid=_at_least(0), rule="0 or more (0 turns clipping off)"),
     "gradient_checkpointing": _Field(bool),
+    "compile": _Field(bool),
     "checkpoint_every": _Field(int, valid=_at_least(0), rule="0 or more (0: no intermediate checkpoints)"),
     "validation_every": _Field(int, valid=_at_least(0), rule="0 or more (0: only at the end)"),
     "num_validation_images": _Field(int, valid=_at_least(1), rule="at least 1"),
@@ -617,7 +618,9 @@ def _local_tokenizer(model: ModelConfig) -> CLIPTokenizer | None:
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.errors import HFValidationError
 
-    local = Path(model.base)
+    from tinv_cli.models import builtin_folder
+
+    local = builtin_folder(model.base) or Path(model.base)
     if local.is_dir():
         folder = local / "tokenizer"
         if not any(all((folder / name).is_file() for name in names) for names in _TOKENIZER_FILES):

@@ -9,7 +9,8 @@ is the 256 byte symbols, their ``</w>`` (end of word) forms, one entry per merge
 the merges so far and, while it still splits into more than one symbol, the merge of its first adjacent pair is
 appended. Merges appended later rank lower than every merge an earlier word used, so they never change how an
 earlier word splits: every listed word ends as one token. The output depends only on this file (running it twice
-gives identical bytes).
+gives identical bytes). The BPE construction itself lives in ``tinv_cli/clip_bpe.py``, which the shapes model's
+tokenizer uses too.
 
 ``ReferenceTokenizer`` is a pure-Python port of CLIP's own ``simple_tokenizer`` for the tests to cross-check
 transformers against.
@@ -17,13 +18,20 @@ transformers against.
 
 from __future__ import annotations
 
-import itertools
 import json
 import sys
 import unicodedata
 from pathlib import Path
 
-import regex
+from tinv_cli.clip_bpe import (
+    SPECIAL_TOKENS,
+    WORD_RE,
+    bpe,
+    bytes_to_unicode,  # noqa: F401  (re-exported: tests check the byte map)
+    to_symbols,
+    words_of,
+    write_tokenizer,
+)
 
 # The diffusers textual inversion example's prompt templates (examples/textual_inversion/textual_inversion.py).
 OBJECT_TEMPLATES = [
@@ -100,130 +108,17 @@ playing eating sleeping flying swimming made covered full empty open closed van 
 most best much many some all no not
 """
 
-SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 MODEL_MAX_LENGTH = 77
-
-# CLIP's pre-tokenizer: words of letters, single digits, and runs of other non-space characters.
-_WORD_RE = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-    regex.IGNORECASE,
-)
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible map from bytes to printable characters (so no byte is whitespace or a control)."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    chars = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in chars), strict=True))
-
-
-_BYTE_CHARS = bytes_to_unicode()
-
-
-def to_symbols(text: str) -> str:
-    """The byte-level spelling of one pre-tokenized word."""
-    return "".join(_BYTE_CHARS[b] for b in text.encode("utf-8"))
-
-
-def bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
-    """CLIP's BPE of one byte-level word: its last symbol carries ``</w>``; lowest-rank pair merged first."""
-    parts = [*word[:-1], word[-1] + "</w>"]
-    while len(parts) > 1:
-        pairs = set(itertools.pairwise(parts))
-        best = min(pairs, key=lambda pair: ranks.get(pair, len(ranks) + 1))
-        if best not in ranks:
-            break
-        merged: list[str] = []
-        i = 0
-        while i < len(parts):
-            if i < len(parts) - 1 and (parts[i], parts[i + 1]) == best:
-                merged.append(parts[i] + parts[i + 1])
-                i += 2
-            else:
-                merged.append(parts[i])
-                i += 1
-        parts = merged
-    return parts
 
 
 def word_list() -> list[str]:
     """Every word that must be one token: the templates' words and EXTRA_WORDS, first occurrence order."""
-    text = " ".join(OBJECT_TEMPLATES + STYLE_TEMPLATES).replace("{}", " ") + " " + EXTRA_WORDS
-    seen: dict[str, None] = {}
-    for word in _WORD_RE.findall(text.lower()):
-        seen.setdefault(word, None)
-    return list(seen)
-
-
-def build_merges(words: list[str]) -> list[tuple[str, str]]:
-    merges: list[tuple[str, str]] = []
-    ranks: dict[tuple[str, str], int] = {}
-    for word in words:
-        parts = bpe(to_symbols(word), ranks)
-        while len(parts) > 1:
-            pair = (parts[0], parts[1])
-            ranks[pair] = len(merges)
-            merges.append(pair)
-            parts = bpe(to_symbols(word), ranks)
-    return merges
-
-
-def build_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
-    symbols = list(_BYTE_CHARS.values())
-    ordered = (
-        symbols + [s + "</w>" for s in symbols] + ["".join(pair) for pair in merges] + list(SPECIAL_TOKENS)
-    )
-    vocab: dict[str, int] = {}
-    for token in ordered:
-        # Two merges can spell the same token ("c"+"at</w>", "ca"+"t</w>"); it gets one id, the first.
-        vocab.setdefault(token, len(vocab))
-    return vocab
-
-
-def tokenizer_config() -> dict[str, object]:
-    return {
-        "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": MODEL_MAX_LENGTH,
-        "bos_token": SPECIAL_TOKENS[0],
-        "eos_token": SPECIAL_TOKENS[1],
-        "unk_token": SPECIAL_TOKENS[1],
-        "pad_token": SPECIAL_TOKENS[1],
-        "do_lower_case": True,
-        "errors": "replace",
-        "add_prefix_space": False,
-    }
+    return words_of(" ".join(OBJECT_TEMPLATES + STYLE_TEMPLATES).replace("{}", " ") + " " + EXTRA_WORDS)
 
 
 def write(out_dir: Path) -> list[Path]:
     """Writes the tokenizer files into ``out_dir`` and returns their paths."""
-    merges = build_merges(word_list())
-    vocab = build_vocab(merges)
-    special_map = {
-        key: tokenizer_config()[key] for key in ("bos_token", "eos_token", "unk_token", "pad_token")
-    }
-    files = {
-        "vocab.json": json.dumps(vocab, ensure_ascii=False, indent=1) + "\n",
-        "merges.txt": "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
-        "tokenizer_config.json": json.dumps(tokenizer_config(), indent=2) + "\n",
-        "special_tokens_map.json": json.dumps(special_map, indent=2) + "\n",
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in files.items():
-        path = out_dir / name
-        path.write_bytes(text.encode("utf-8"))
-        written.append(path)
-    return written
+    return write_tokenizer(word_list(), out_dir, model_max_length=MODEL_MAX_LENGTH)
 
 
 class ReferenceTokenizer:
@@ -237,7 +132,7 @@ class ReferenceTokenizer:
     def tokenize(self, text: str) -> list[str]:
         text = " ".join(unicodedata.normalize("NFC", text).split()).lower()
         pieces: list[str] = []
-        for word in _WORD_RE.findall(text):
+        for word in WORD_RE.findall(text):
             pieces.extend(bpe(to_symbols(word), self.ranks))  # type: ignore[arg-type]
         return pieces
 

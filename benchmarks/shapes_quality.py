@@ -1,0 +1,247 @@
+"""Measures the shipped shapes model: prompt fidelity, and concept recovery by `tinv train` + `tinv eval`.
+
+    .venv/bin/python benchmarks/shapes_quality.py [--per-prompt 16] [--seeds 0 1 2 3 4] [--no-write]
+
+Prompt fidelity: ``a photo of a COLOUR SHAPE`` for every one of the 30 in-vocabulary pairs, sampled as
+``tinv sample`` samples (DPM++ 2M, 20 steps, guidance 7.5), each sample read by the judge. Concept recovery: the
+demo project's concept trained with its own defaults (``concepts.toml``), once per seed, through the real CLI
+(its wall time is what a user waits), then scored by ``tinv eval`` against the initializer word alone.
+Writes ``docs/shapes.md`` and this benchmark's section of ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START = "<!-- shapes_quality:start -->"
+END = "<!-- shapes_quality:end -->"
+STEPS, GUIDANCE = 20, 7.5
+TINV = [sys.executable, "-m", "tinv_cli"]
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs visible (torch uses {torch.get_num_threads()} threads), "
+        f"Python {platform.python_version()}, torch {torch.__version__}, {platform.system()} {platform.release()}"
+    )
+
+
+def fidelity(per_prompt: int) -> list[dict[str, object]]:
+    from tinv_cli.models import builtin_folder, load_pipeline
+    from tinv_cli.shapes.judge import load_judge
+    from tinv_cli.shapes.measure import prompt_fidelity
+
+    pipe = load_pipeline("builtin:shapes")
+    judge = load_judge(builtin_folder("builtin:shapes") / "judge")  # type: ignore[operator]
+    scores = prompt_fidelity(pipe, judge, per_prompt=per_prompt, steps=STEPS, guidance=GUIDANCE, seed=0)
+    return [vars(score) for score in scores]
+
+
+def recovery(concept: str, seeds: list[int], picture: Path | None) -> list[dict[str, object]]:
+    rows = []
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as home:
+            env = {**os.environ, "TINV_HOME": home, "HF_HUB_OFFLINE": "1"}
+            begin = time.monotonic()
+            subprocess.run(
+                [*TINV, "train", concept, "--seed", str(seed), "--project", str(ROOT / "concepts.toml")],
+                env=env,
+                check=True,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+            )
+            wall = time.monotonic() - begin
+            out = Path(home) / "eval.png"
+            result = json.loads(
+                subprocess.run(
+                    [
+                        *TINV,
+                        "eval",
+                        concept,
+                        "--json",
+                        "--samples",
+                        "32",
+                        "--seed",
+                        "1000",
+                        "--out",
+                        str(out),
+                    ],
+                    env=env,
+                    check=True,
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            )
+            info = json.loads(next((Path(home) / "registry" / concept).glob("*/tinv.json")).read_text())
+            if picture is not None and seed == seeds[0]:
+                picture.write_bytes(out.read_bytes())
+        rows.append(
+            {
+                "seed": seed,
+                "wall_s": wall,
+                "train_s": info["training"]["wall_time_s"],
+                "steps": info["training"].get("steps"),
+                **result["scores"],
+                "target": result["target"],
+                "prompt": result["prompt"],
+                "baseline_prompt": result["baseline_prompt"],
+            }
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+def fidelity_table(rows: list[dict[str, object]]) -> list[str]:
+    total = sum(int(r["samples"]) for r in rows)  # type: ignore[call-overload]
+    correct = sum(int(r["correct"]) for r in rows)  # type: ignore[call-overload]
+    colour = sum(int(r["colour_correct"]) for r in rows)  # type: ignore[call-overload]
+    shape = sum(int(r["shape_correct"]) for r in rows)  # type: ignore[call-overload]
+    lines = [
+        f"**Prompt fidelity: {_pct(correct / total)}** ({correct} of {total} samples show the prompt's colour and "
+        f"shape; colour alone {_pct(colour / total)}, shape alone {_pct(shape / total)}).",
+        "",
+        "| prompt | colour and shape | colour | shape |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        n = int(r["samples"])  # type: ignore[call-overload]
+        lines.append(
+            f"| {r['prompt']} | {r['correct']}/{n} | {r['colour_correct']}/{n} | {r['shape_correct']}/{n} |"
+        )
+    return lines
+
+
+def recovery_table(rows: list[dict[str, object]]) -> list[str]:
+    lines = [
+        "| seed | `tinv train` wall time (s) | training loop (s) | concept accuracy | initializer alone |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['seed']} | {float(r['wall_s']):.0f} | {float(r['train_s']):.0f} | "  # type: ignore[arg-type]
+            f"{_pct(float(r['concept_accuracy']))} | {_pct(float(r['baseline_accuracy']))} |"
+        )  # type: ignore[arg-type]
+    mean = sum(float(r["concept_accuracy"]) for r in rows) / len(rows)  # type: ignore[arg-type]
+    base = sum(float(r["baseline_accuracy"]) for r in rows) / len(rows)  # type: ignore[arg-type]
+    lines.append(f"| mean | | | {_pct(mean)} | {_pct(base)} |")
+    return lines
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace this benchmark's section of ``path`` (between its markers), keeping every other section."""
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if START in old and END in old:
+        before, rest = old.split(START, 1)
+        new = before + text + rest.split(END, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
+    path.write_text(new, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--per-prompt", type=int, default=16)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--concept", default="violet-kite")
+    parser.add_argument("--no-write", action="store_true", help="print the tables without updating the docs")
+    args = parser.parse_args()
+
+    from tinv_cli.models import builtin_folder
+
+    folder = builtin_folder("builtin:shapes")
+    assert folder is not None
+    build = json.loads((folder / "build.json").read_text())
+    judge_info = json.loads((folder / "judge" / "judge.json").read_text())
+    fid = fidelity(args.per_prompt)
+    print("\n".join(fidelity_table(fid)[:1]), file=sys.stderr)
+    rec = recovery(args.concept, args.seeds, None if args.no_write else ROOT / "docs" / "shapes-demo.png")
+    command = (
+        "`.venv/bin/python benchmarks/shapes_quality.py"
+        + (f" --per-prompt {args.per_prompt}" if args.per_prompt != 16 else "")
+        + "`"
+    )
+    held = judge_info["held_out"]
+    measured = [
+        f"Command: {command}",
+        "",
+        f"Machine: {machine()}",
+        "",
+        f"Model: `builtin:shapes` as shipped (built by `python -m tinv_cli.shapes.build`, "
+        f"{build['seconds_this_run'] / 60:.0f} minutes on this machine). Sampling: DPM++ 2M, {STEPS} steps, "
+        f"guidance {GUIDANCE}. Judge accuracy on {held['images']} held-out renders (seed {held['seed']}): colour and "
+        f"shape {_pct(held['accuracy']['colour+shape'])}, background {_pct(held['accuracy']['background'])}.",
+        "",
+        f"### Prompt fidelity ({args.per_prompt} samples per prompt)",
+        "",
+        *fidelity_table(fid),
+        "",
+        f"### Concept recovery (`{args.concept}`, demo defaults, {len(rec)} seeds)",
+        "",
+        f"`tinv train {args.concept} --seed S`, then `tinv eval {args.concept} --samples 32`: the fraction of "
+        f"samples of `{rec[0]['prompt']}` that the judge reads as the concept ({rec[0]['target']}), against "
+        f"`{rec[0]['baseline_prompt']}` (the initializer alone, same seeds).",
+        "",
+        *recovery_table(rec),
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')}.",
+    ]
+    if args.no_write:
+        print("\n".join(measured))
+        return
+    doc = ROOT / "docs" / "shapes.md"
+    old = doc.read_text(encoding="utf-8") if doc.exists() else ""
+    # The text above the markers is written by hand; only the measured part is replaced.
+    head = (
+        old.split(START)[0]
+        if START in old
+        else (old.rstrip("\n") + "\n\n" if old else "# The shapes model\n\n")
+    )
+    doc.write_text(head + START + "\n" + "\n".join(measured) + "\n" + END + "\n", encoding="utf-8")
+    summary_fid = sum(int(r["correct"]) for r in fid) / sum(int(r["samples"]) for r in fid)  # type: ignore[call-overload]
+    write_section(
+        ROOT / "docs" / "benchmarks.md",
+        "\n".join(
+            [
+                START,
+                "## Shapes model quality (`benchmarks/shapes_quality.py`)",
+                "",
+                f"Prompt fidelity of `builtin:shapes` over all 30 colour+shape prompts: {_pct(summary_fid)}. Concept "
+                f"recovery of the demo concept `{args.concept}` with its default settings (full tables in docs/shapes.md):",
+                "",
+                *recovery_table(rec),
+                "",
+                f"Command: {command}",
+                "",
+                f"Machine: {machine()}",
+                "",
+                f"Measured {time.strftime('%Y-%m-%d')}.",
+                END,
+            ]
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()

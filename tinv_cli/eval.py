@@ -1,0 +1,310 @@
+"""``tinv eval NAME``: how well a registry concept's samples show the concept.
+
+Two ways to score, chosen by the concept's base model:
+
+- **A model with a judge** (``builtin:shapes``): the judge reads the concept's training images to find what the
+  concept is (a colour and shape; a background for a style), then reads samples of ``a photo of a <token>``.
+  The score is the fraction of samples that are the concept, next to the same fraction for the initializer word
+  alone (``a photo of a triangle``): what training added.
+- **Any other model**: the Textual Inversion paper's two metrics with a CLIP model found on this machine: the
+  mean cosine similarity of sample and training image embeddings, and of sample embeddings and the prompt's
+  text with the concept's token left out. Without a local CLIP model this is a ``ModelError`` that says what
+  to download; nothing is fetched behind the user's back.
+
+Either way a picture is written: the training images, the samples and (with a judge) the baseline samples,
+side by side.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tinv_cli.errors import DataError, ModelError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from tinv_cli.registry import Entry, Registry
+
+DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
+OBJECT_PROMPT = "a photo of a {}"
+STYLE_PROMPT = "a painting in the style of {}"
+_PANEL_COLUMNS = 4
+_PANEL_IMAGES = 16
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    samples: int = 32
+    steps: int = 20
+    guidance: float = 7.5
+    seed: int = 0
+    device: str = "auto"
+    clip_model: str = DEFAULT_CLIP_MODEL
+    out: Path | None = None  # the picture; default <name>-eval.png in the working folder
+
+    def check(self) -> None:
+        from tinv_cli.errors import TinvError
+
+        for name in ("samples", "steps"):
+            if getattr(self, name) < 1:
+                raise TinvError(
+                    f"{name} must be at least 1, not {getattr(self, name)}", "pass a positive number"
+                )
+        if self.guidance < 0:
+            raise TinvError(f"guidance must be 0 or more, not {self.guidance}", "7.5 is the usual value")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    entry: str
+    model: str
+    method: str  # "judge" or "clip"
+    prompt: str
+    samples: int
+    scores: dict[str, float]
+    picture: Path
+    target: str | None = None  # what the judge read in the training images
+    baseline_prompt: str | None = None
+    verdicts: dict[str, int] = field(default_factory=dict)  # what the judge read in the samples, counted
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "entry": self.entry,
+            "model": self.model,
+            "method": self.method,
+            "prompt": self.prompt,
+            "baseline_prompt": self.baseline_prompt,
+            "target": self.target,
+            "samples": self.samples,
+            "scores": self.scores,
+            "verdicts": self.verdicts,
+            "picture": str(self.picture),
+        }
+
+
+Report = Callable[[str], None]
+
+
+def evaluate(registry: Registry, ref: str, options: EvalOptions, report: Report | None = None) -> EvalResult:
+    """Score registry entry ``ref`` (``NAME`` or ``NAME@N``) as the module docstring describes."""
+    from tinv_cli import models
+    from tinv_cli.images import list_images
+
+    options.check()
+    say = report or (lambda message: None)
+    entry = registry.get(ref)
+    base = entry.base_model
+    if not base:
+        raise ModelError(
+            f"{entry.ref} does not record the model it was trained on",
+            "evaluation samples the concept on its own base model; retrain it with tinv train",
+        )
+    training_images = list_images(entry.path / "concept_images")
+    if not training_images:
+        raise DataError(
+            f"{entry.ref} has no training images in its registry entry", "retrain or re-import it"
+        )
+    folder = models.check_model_ref(base)
+    judge_folder = folder / "judge" if folder is not None else None
+    say(f"loading {base}")
+    pipe = _load(entry, base, options)
+    train = [_open(path) for path in training_images]
+    if judge_folder is not None and (judge_folder / "judge.json").is_file():
+        return _judge_eval(entry, base, pipe, train, judge_folder, options, say)
+    return _clip_eval(entry, base, pipe, train, options, say)
+
+
+def _open(path: Path) -> Image.Image:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def _load(entry: Entry, base: str, options: EvalOptions) -> Any:
+    from tinv_cli import loader, models
+
+    device = models.pick_device(options.device)
+    pipe = models.load_pipeline(
+        base,
+        revision=entry.info.get("base_model_revision"),
+        torch_dtype=models.pick_dtype("auto", device),
+        device=device,
+    )
+    loader.load_concepts(pipe, [entry.embedding()])
+    # Prompts arrive expanded by loader.expand_prompt; the pipeline's own expansion would do it twice.
+    pipe.maybe_convert_prompt = lambda prompt, tokenizer: prompt
+    return pipe
+
+
+def _prompts(entry: Entry) -> tuple[str, str | None]:
+    template = STYLE_PROMPT if entry.kind == "style" else OBJECT_PROMPT
+    training = entry.info.get("training") or {}
+    initializer = training.get("initializer") if isinstance(training, dict) else None
+    return template.format(entry.token), template.format(initializer) if initializer else None
+
+
+def _generate(pipe: Any, entry: Entry, prompt: str, options: EvalOptions, size: int) -> list[Image.Image]:
+    from tinv_cli import loader
+    from tinv_cli.shapes.measure import generate
+
+    expanded = loader.expand_prompt(prompt, [entry.embedding()])
+    return generate(
+        pipe,
+        [expanded] * options.samples,
+        steps=options.steps,
+        guidance=options.guidance,
+        seed=options.seed,
+        size=size,
+    )
+
+
+def _judge_eval(
+    entry: Entry,
+    base: str,
+    pipe: Any,
+    train: list[Image.Image],
+    judge_folder: Path,
+    options: EvalOptions,
+    say: Report,
+) -> EvalResult:
+    from tinv_cli.shapes.judge import load_judge
+
+    judge = load_judge(judge_folder)
+    style = entry.kind == "style"
+
+    def label(verdict: Any) -> str:
+        return verdict.background if style else verdict.label
+
+    target, _ = Counter(label(v) for v in judge.classify(train)).most_common(1)[0]
+    prompt, baseline_prompt = _prompts(entry)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    say(f"sampling {options.samples} images of {prompt!r}")
+    samples = _generate(pipe, entry, prompt, options, size)
+    verdicts = [label(v) for v in judge.classify(samples)]
+    scores = {"concept_accuracy": verdicts.count(target) / len(verdicts)}
+    baseline: list[Image.Image] = []
+    if baseline_prompt is not None:
+        say(f"sampling {options.samples} images of {baseline_prompt!r} (the initializer alone)")
+        baseline = _generate(pipe, entry, baseline_prompt, options, size)
+        scores["baseline_accuracy"] = [label(v) for v in judge.classify(baseline)].count(target) / len(
+            baseline
+        )
+    panels = [("training images", train), ("concept", samples)]
+    if baseline:
+        panels.append(("initializer alone", baseline))
+    picture = _save_picture(panels, options.out or Path(f"{entry.name}-eval.png"))
+    return EvalResult(
+        entry=entry.ref,
+        model=base,
+        method="judge",
+        prompt=prompt,
+        samples=len(samples),
+        scores=scores,
+        picture=picture,
+        target=target,
+        baseline_prompt=baseline_prompt,
+        verdicts=dict(Counter(verdicts).most_common()),
+    )
+
+
+def _clip_eval(
+    entry: Entry, base: str, pipe: Any, train: list[Image.Image], options: EvalOptions, say: Report
+) -> EvalResult:
+    model, processor = _load_clip(options.clip_model)
+    prompt, _ = _prompts(entry)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    say(f"sampling {options.samples} images of {prompt!r}")
+    samples = _generate(pipe, entry, prompt, options, size)
+    # The paper scores the text without the concept: how well the rest of the prompt is still followed.
+    text = " ".join(prompt.replace(entry.token, " ").split())
+    scores = clip_scores(model, processor, samples, train, text)
+    picture = _save_picture(
+        [("training images", train), ("concept", samples)], options.out or Path(f"{entry.name}-eval.png")
+    )
+    return EvalResult(
+        entry=entry.ref,
+        model=base,
+        method="clip",
+        prompt=prompt,
+        samples=len(samples),
+        scores=scores,
+        picture=picture,
+    )
+
+
+def _load_clip(ref: str) -> tuple[Any, Any]:
+    from transformers import CLIPModel, CLIPProcessor
+
+    try:
+        model = CLIPModel.from_pretrained(ref, local_files_only=True)
+        processor = CLIPProcessor.from_pretrained(ref, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"no CLIP model {ref!r} on this machine, so the image and text similarity metrics cannot be computed",
+            f"download it once with `hf download {ref}`, or pass --clip-model with a local CLIP folder "
+            "(concepts trained on builtin:shapes are scored by its judge and need none)",
+        ) from exc
+    return model.eval(), processor
+
+
+def clip_scores(
+    model: Any, processor: Any, samples: Sequence[Image.Image], train: Sequence[Image.Image], text: str
+) -> dict[str, float]:
+    """Mean pairwise cosine similarity of sample and training image embeddings, and of sample embeddings and
+    ``text``'s embedding."""
+    import torch
+
+    with torch.no_grad():
+
+        def embed_images(images: Sequence[Image.Image]) -> torch.Tensor:
+            pixels = processor(images=list(images), return_tensors="pt")["pixel_values"]
+            features = model.get_image_features(pixel_values=pixels)
+            features = getattr(features, "pooler_output", features)
+            return torch.nn.functional.normalize(features, dim=-1)
+
+        sample_embeds, train_embeds = embed_images(samples), embed_images(train)
+        tokens = processor(text=[text], return_tensors="pt", padding=True)
+        text_features = model.get_text_features(
+            input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask")
+        )
+        text_features = getattr(text_features, "pooler_output", text_features)
+        text_embed = torch.nn.functional.normalize(text_features, dim=-1)
+    return {
+        "image_similarity": float((sample_embeds @ train_embeds.T).mean()),
+        "text_similarity": float((sample_embeds @ text_embed.T).mean()),
+    }
+
+
+def _save_picture(panels: Sequence[tuple[str, Sequence[Image.Image]]], out: Path) -> Path:
+    """Panels side by side, each a 4-column grid of up to 16 images under its title; small images are enlarged
+    (nearest neighbour) to 64 px so a 32 px sample stays readable."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from tinv_cli.plot import image_grid, save_png
+
+    cell = max(64, max(image.width for _, images in panels for image in images[:1]))
+    grids = []
+    for title, images in panels:
+        shown = [
+            image.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST)
+            for image in images[:_PANEL_IMAGES]
+        ]
+        grids.append((title, image_grid(shown, columns=min(_PANEL_COLUMNS, len(shown)))))
+    title_height, gap = 16, 8
+    width = sum(grid.width for _, grid in grids) + gap * (len(grids) - 1)
+    height = title_height + max(grid.height for _, grid in grids)
+    picture = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default()
+    x = 0
+    for title, grid in grids:
+        draw.text((x + 2, 2), title, fill="black", font=font)
+        picture.paste(grid, (x, title_height))
+        x += grid.width + gap
+    return save_png(picture, out)
