@@ -555,3 +555,79 @@ def test_pull_arguments_are_checked_before_any_request() -> None:
     assert both.exit_code == 1 and "not both" in both.output
     bad = runner.invoke(app, ["pull", "a/b/c"])
     assert bad.exit_code == 1 and "is not a Hub repository" in bad.output
+
+
+_DIFFUSERS_LOADS_REPO = """
+import sys, torch
+from tests.tiny import build_tiny_sdxl_pipeline
+pipe = build_tiny_sdxl_pipeline((768, 1280))
+pipe.load_textual_inversion(sys.argv[1], subfolder="diffusers")
+pipe.load_textual_inversion(sys.argv[1], subfolder="diffusers", weight_name="learned_embeds_2.safetensors",
+                            text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
+for tokenizer, encoder in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
+    ids = tokenizer.convert_tokens_to_ids(["<xl-toy>", "<xl-toy>_1"])
+    rows = encoder.get_input_embeddings().weight[ids].detach().clone()
+    torch.save(rows, sys.argv[2] + f"-{encoder.config.hidden_size}.pt")
+"""
+
+
+@pytest.mark.slow
+def test_sdxl_entry_push_pull_round_trip(hub: LocalHub, tmp_path: Path) -> None:
+    """An SDXL repository holds the {clip_l, clip_g} file the other tools read as learned_embeds.safetensors and
+    diffusers' pair in diffusers/, which diffusers loads by repository id; pulling it, or a repository with the
+    pair at its root, gives the concept."""
+    import torch
+    from safetensors.torch import load, save
+
+    from tinv_cli.embedding import Embedding
+
+    xl = Embedding("<xl-toy>", (_tensor(2, 1, 768), _tensor(2, 2, 1280)))
+    entry = _registry(Path(os.environ["TINV_HOME"])).add(
+        "xl-toy", xl, kind="style", source={"type": "imported"}
+    )
+    pushed = tinv("push", "xl-toy", HF_TOKEN=ALICE)
+    assert pushed.code == 0, pushed.err
+    files = hub.files("alice/xl-toy")
+    pair = {"diffusers/learned_embeds.safetensors", "diffusers/learned_embeds_2.safetensors"}
+    assert set(files) == (CONCEPT_FILES - {"learned_embeds.bin"}) | pair | {".gitattributes"}
+    for name in (CONCEPT_FILES - {"learned_embeds.bin", "README.md"}) | pair:
+        assert files[name] == (entry.path / name).read_bytes(), name
+    clip = load(files["learned_embeds.safetensors"])
+    assert set(clip) == {"clip_l", "clip_g"} and torch.equal(clip["clip_g"], xl.vectors[1])
+    assert torch.equal(load(files["diffusers/learned_embeds.safetensors"])["<xl-toy>"], xl.vectors[0])
+    assert torch.equal(load(files["diffusers/learned_embeds_2.safetensors"])["<xl-toy>"], xl.vectors[1])
+    loaded = subprocess.run(
+        [sys.executable, "-c", _DIFFUSERS_LOADS_REPO, "alice/xl-toy", str(tmp_path / "rows")],
+        env={**os.environ, "HF_TOKEN": ALICE, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    for width, vectors in zip((768, 1280), xl.vectors, strict=True):
+        assert torch.equal(torch.load(tmp_path / f"rows-{width}.pt", weights_only=True), vectors)
+    card = files["README.md"].decode()
+    assert (
+        "- stable-diffusion-xl" in card
+        and 'hf_hub_download("alice/xl-toy", "learned_embeds.safetensors")' in card
+    )
+
+    # What diffusers' SDXL textual inversion example writes: the pair at the repository root.
+    hub.create_repo("someone/xl-pair")
+    hub.commit(
+        "someone/xl-pair",
+        {
+            "learned_embeds.safetensors": save({"<xl-pair>": _tensor(1, 3, 768)}),
+            "learned_embeds_2.safetensors": save({"<xl-pair>": _tensor(1, 4, 1280)}),
+        },
+    )
+    fresh = Path(os.environ["TINV_HOME"]).parent / "fresh-home"
+    pulled = tinv("pull", "alice/xl-toy", "someone/xl-pair", TINV_HOME=str(fresh))
+    assert pulled.code == 0, pulled.err
+    assert pulled.out.split() == ["xl-toy@1", "xl-pair@1"]
+    got = _registry(fresh).get("xl-toy")
+    assert got.embedding().equal(xl) and got.family == "sdxl" and got.kind == "style"
+    assert got.sha256 == entry.sha256
+    other = _registry(fresh).get("xl-pair")
+    assert (other.widths, other.family, other.info["source"]["format"]) == ((768, 1280), "sdxl", "diffusers")
+    assert torch.equal(other.embedding().vectors[1], _tensor(1, 4, 1280))

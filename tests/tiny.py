@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
 TOKENIZER_DIR = Path(__file__).resolve().parent / "assets" / "tokenizer"
 
@@ -110,4 +110,117 @@ def save_tiny_pipeline(
     folder = Path(folder)
     pipe = build_tiny_pipeline(width, seed=seed, prediction_type=prediction_type)
     pipe.save_pretrained(folder)
+    return folder
+
+
+# stabilityai/stable-diffusion-xl-base-1.0's scheduler_config.json (EulerDiscreteScheduler); training builds a
+# DDPMScheduler from the same config, as the diffusers SDXL training examples do.
+SDXL_SCHEDULER_CONFIG: dict[str, object] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "interpolation_type": "linear",
+    "use_karras_sigmas": False,
+}
+# SDXL embeds each of the six time ids (original size, crop top-left, target size) in this many dimensions
+# (256 in the real model).
+SDXL_TIME_EMBED_DIM = 8
+
+
+def build_tiny_sdxl_pipeline(
+    widths: tuple[int, int] = (32, 64), *, seed: int = 0, prediction_type: str = "epsilon"
+) -> StableDiffusionXLPipeline:
+    """A fresh, seeded StableDiffusionXLPipeline with SDXL's structure at toy scale.
+
+    Two tokenizers (the shipped one; the second pads with ``!`` as SDXL's does) and two text encoders
+    ``widths`` wide, the second a ``CLIPTextModelWithProjection`` whose projection gives the pooled text
+    embedding; a UNet with SDXL's added conditioning (``text_time``: pooled embedding plus six time ids) and
+    cross-attention over both encoders' states side by side (``widths[0] + widths[1]``); the SDXL scheduler.
+    ``(768, 1280)`` gives real-shaped SDXL concepts while the rest stays tiny.
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer_2 = CLIPTokenizer.from_pretrained(TOKENIZER_DIR, pad_token="!")
+
+    def encoder_config(width: int) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=64,
+            # Two layers: the penultimate hidden state SDXL conditions on is then the first layer's output.
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=tokenizer.model_max_length,
+            projection_dim=width,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(encoder_config(widths[0]))
+        torch.manual_seed(seed + 1)
+        text_encoder_2 = CLIPTextModelWithProjection(encoder_config(widths[1]))
+        torch.manual_seed(seed + 2)
+        unet = UNet2DConditionModel(
+            sample_size=UNET_SAMPLE_SIZE,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            cross_attention_dim=widths[0] + widths[1],
+            addition_embed_type="text_time",
+            addition_time_embed_dim=SDXL_TIME_EMBED_DIM,
+            projection_class_embeddings_input_dim=6 * SDXL_TIME_EMBED_DIM + widths[1],
+            norm_num_groups=32,
+        )
+        torch.manual_seed(seed + 3)
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=32,
+            sample_size=IMAGE_SIZE,
+            scaling_factor=0.13025,
+        )
+    scheduler = EulerDiscreteScheduler(**SDXL_SCHEDULER_CONFIG, prediction_type=prediction_type)
+    for model in (text_encoder, text_encoder_2, unet, vae):
+        model.eval()
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+        add_watermarker=False,
+    )
+
+
+def save_tiny_sdxl_pipeline(folder: str | Path, widths: tuple[int, int] = (32, 64), *, seed: int = 0) -> Path:
+    """Saves ``build_tiny_sdxl_pipeline(...)`` in diffusers layout (``DiffusionPipeline.from_pretrained`` loads
+    it offline as a StableDiffusionXLPipeline)."""
+    folder = Path(folder)
+    build_tiny_sdxl_pipeline(widths, seed=seed).save_pretrained(folder)
     return folder

@@ -37,6 +37,10 @@ class TrainingSet:
     pixels: torch.Tensor
     captions: tuple[str | None, ...]
     resolution: int
+    # Each image's (height, width) as read, and the (left, top, right, bottom) box of it that became the
+    # square: SDXL conditions on both (its "original size" and "crop top-left" time ids).
+    original_sizes: tuple[tuple[int, int], ...] = ()
+    crop_boxes: tuple[tuple[int, int, int, int], ...] = ()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -88,15 +92,23 @@ def open_image(path: Path) -> Image.Image:
         ) from None
 
 
+def crop_box(size: tuple[int, int], *, center_crop: bool) -> tuple[int, int, int, int]:
+    """The ``(left, top, right, bottom)`` part of an image of ``size`` (width, height) that training uses: the
+    central square with ``center_crop``, else all of it (squeezed to a square by the resize)."""
+    width, height = size
+    if not center_crop:
+        return (0, 0, width, height)
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return (left, top, left + side, top + side)
+
+
 def prepare_image(image: Image.Image, resolution: int, *, center_crop: bool) -> Image.Image:
     """The reference script's geometry: crop the central square if asked, then a bicubic resize to a square."""
     from PIL import Image
 
     if center_crop:
-        width, height = image.size
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        image = image.crop((left, top, left + side, top + side))
+        image = image.crop(crop_box(image.size, center_crop=True))
     if image.size != (resolution, resolution):
         image = image.resize((resolution, resolution), resample=Image.Resampling.BICUBIC)
     return image
@@ -155,6 +167,8 @@ def load_training_set(
         )
     pixels = []
     captions = []
+    sizes = []
+    boxes = []
     for path in paths:
         image = open_image(path)
         note = small_image_note(path, image.size, resolution)
@@ -162,8 +176,15 @@ def load_training_set(
             warn(note)
         pixels.append(to_pixels(prepare_image(image, resolution, center_crop=center_crop)))
         captions.append(read_caption(path))
+        sizes.append((image.height, image.width))
+        boxes.append(crop_box(image.size, center_crop=center_crop))
     return TrainingSet(
-        paths=tuple(paths), pixels=torch.stack(pixels), captions=tuple(captions), resolution=resolution
+        paths=tuple(paths),
+        pixels=torch.stack(pixels),
+        captions=tuple(captions),
+        resolution=resolution,
+        original_sizes=tuple(sizes),
+        crop_boxes=tuple(boxes),
     )
 
 

@@ -36,6 +36,9 @@ PUSHED_FILES = (
     "learned_embeds.bin",
     "token_identifier.txt",
     "type_of_concept.txt",
+    # SDXL entries: diffusers' learned_embeds / learned_embeds_2 pair, beside the {clip_l, clip_g} file.
+    "diffusers/learned_embeds.safetensors",
+    "diffusers/learned_embeds_2.safetensors",
 )
 IMAGES_DIR = "concept_images"
 README = "README.md"

@@ -41,9 +41,12 @@ def add_placeholder_tokens(tokenizer: Any, token: str, vectors: int) -> list[int
     return ids
 
 
-def initial_vectors(weight: torch.Tensor, concept: Concept, tokenizer: Any, *, seed: int) -> torch.Tensor:
+def initial_vectors(
+    weight: torch.Tensor, concept: Concept, tokenizer: Any, *, seed: int, stream: str = "init"
+) -> torch.Tensor:
     """The ``[n, d]`` float32 starting vectors: the initializer's rows (vector i averages the tokens
-    ``initializer_plan`` gives it), random rows with the vocabulary's per-dimension spread, or zeros."""
+    ``initializer_plan`` gives it), random rows with the vocabulary's per-dimension spread, or zeros.
+    ``stream`` names the random draw, so each text encoder of a model gets its own."""
     import torch
 
     from tinv_cli.data import derive_seed
@@ -54,7 +57,7 @@ def initial_vectors(weight: torch.Tensor, concept: Concept, tokenizer: Any, *, s
     if concept.init == "zero":
         return torch.zeros(n, d, device=table.device)
     if concept.init == "random":
-        generator = torch.Generator().manual_seed(derive_seed(seed, "init"))
+        generator = torch.Generator().manual_seed(derive_seed(seed, stream))
         draw = torch.randn(n, d, generator=generator).to(table.device)
         return draw * table.std(dim=0) + table.mean(dim=0)
     ids = initializer_ids(tokenizer, concept.initializer or "")
@@ -120,6 +123,16 @@ def check_prediction_type(noise_scheduler: Any) -> str:
     return prediction
 
 
+def training_target(
+    noise_scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
+    """What the UNet learns to predict: the noise for epsilon models, the velocity
+    ``sqrt(alpha_bar_t) * noise - sqrt(1 - alpha_bar_t) * latents`` for v-prediction ones (SD 2.x at 768 px)."""
+    if check_prediction_type(noise_scheduler) == "epsilon":
+        return noise
+    return noise_scheduler.get_velocity(latents, noise, timesteps)
+
+
 def diffusion_loss(
     unet: Any,
     text_encoder: Any,
@@ -136,10 +149,7 @@ def diffusion_loss(
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     hidden = text_encoder(input_ids)[0]
     pred = unet(noisy.to(unet.dtype), timesteps, hidden.to(unet.dtype)).sample
-    if check_prediction_type(noise_scheduler) == "epsilon":
-        target = noise
-    else:
-        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    target = training_target(noise_scheduler, latents, noise, timesteps)
     return F.mse_loss(pred.float(), target.float(), reduction="mean")
 
 
@@ -152,29 +162,21 @@ def validation_images(
     seed: int,
     resolution: int,
     steps: int = VALIDATION_INFERENCE_STEPS,
+    tokenizer_2: Any = None,
 ) -> list[Image.Image]:
     """``count`` images for ``prompt`` from the modules being trained (no reload from disk), with a fixed seed.
 
-    The VAE comes onto the UNet's device for the occasion and goes back to where it was; the UNet and text
-    encoder run in eval mode and get their modes back; no random stream outside the seeded generator moves.
+    ``tokenizer_2``: the second tokenizer of an SDXL model. The VAE comes onto the UNet's device for the
+    occasion and goes back to where it was; the UNet and text encoders run in eval mode and get their modes
+    back; no random stream outside the seeded generator moves.
     """
     import torch
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline(
-        vae=parts.vae,
-        text_encoder=parts.text_encoder,
-        tokenizer=tokenizer,
-        unet=parts.unet,
-        scheduler=DPMSolverMultistepScheduler.from_config(parts.scheduler.config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = _validation_pipeline(parts, tokenizer, tokenizer_2)
     pipe.set_progress_bar_config(disable=True)
     device = parts.unet.device
     vae_device = parts.vae.device
-    modes = [(m, m.training) for m in (parts.unet, parts.text_encoder)]
+    modes = [(m, m.training) for m in (parts.unet, *parts.text_encoders)]
     cuda = [device.index or 0] if device.type == "cuda" else []
     # Half-precision modules meet the fp32 new rows: autocast, as in training, settles every op's dtype.
     half = parts.unet.dtype in (torch.float16, torch.bfloat16)
@@ -200,32 +202,88 @@ def validation_images(
             module.train(mode)
 
 
+def _validation_pipeline(parts: Parts, tokenizer: Any, tokenizer_2: Any) -> Any:
+    """A pipeline of the model's family over the modules in training, sampling with DPM++ 2M."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    scheduler = DPMSolverMultistepScheduler.from_config(parts.scheduler.config)
+    pipe: Any
+    if parts.text_encoder_2 is not None:
+        pipe = StableDiffusionXLPipeline(
+            vae=parts.vae,
+            text_encoder=parts.text_encoder,
+            text_encoder_2=parts.text_encoder_2,
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2,
+            unet=parts.unet,
+            scheduler=scheduler,
+            add_watermarker=False,
+        )
+    else:
+        pipe = StableDiffusionPipeline(
+            vae=parts.vae,
+            text_encoder=parts.text_encoder,
+            tokenizer=tokenizer,
+            unet=parts.unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    # The prompt comes expanded by loader.expand_prompt; the pipeline's own expansion (maybe_convert_prompt)
+    # would expand "<x> <x>_1" once more, into "<x> <x>_1 <x> <x>_1_1".
+    pipe.maybe_convert_prompt = lambda prompt, tokenizer: prompt
+    return pipe
+
+
 @dataclass(frozen=True)
 class Parts:
+    """The modules training uses. ``tokenizer_2`` and ``text_encoder_2`` are SDXL's second pair (else None)."""
+
     tokenizer: Any
     text_encoder: Any
     unet: Any
     vae: Any
     scheduler: Any
+    tokenizer_2: Any = None
+    text_encoder_2: Any = None
+
+    @property
+    def tokenizers(self) -> tuple[Any, ...]:
+        """In pipeline order, the order of ``Embedding.vectors``."""
+        return (self.tokenizer,) if self.tokenizer_2 is None else (self.tokenizer, self.tokenizer_2)
+
+    @property
+    def text_encoders(self) -> tuple[Any, ...]:
+        return (
+            (self.text_encoder,) if self.text_encoder_2 is None else (self.text_encoder, self.text_encoder_2)
+        )
 
 
 def load_parts(base: str, revision: str | None, dtype: torch.dtype, pipeline: Any | None) -> Parts:
+    from tinv_cli import sdxl
     from tinv_cli.models import load_pipeline
 
     pipe = pipeline if pipeline is not None else load_pipeline(base, revision=revision, torch_dtype=dtype)
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        raise ModelError(
-            f"{base} has two text encoders (SDXL); tinv trains Stable Diffusion 1.x and 2.x concepts",
-            "train on an SD 1.x or 2.x base model (--model)",
-        )
-    missing = [
-        name
-        for name in ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
-        if getattr(pipe, name, None) is None
-    ]
+    names = ["tokenizer", "text_encoder", "unet", "vae", "scheduler"]
+    two = sdxl.is_sdxl(pipe)
+    if two:
+        names.append("tokenizer_2")
+    missing = [name for name in names if getattr(pipe, name, None) is None]
     if missing:
         raise ModelError(f"{base} has no {', '.join(missing)}", "use a Stable Diffusion text-to-image model")
-    return Parts(pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae, pipe.scheduler)
+    if not two:
+        return Parts(pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae, pipe.scheduler)
+    sdxl.check_unet(pipe.unet, base)
+    return Parts(
+        pipe.tokenizer,
+        pipe.text_encoder,
+        pipe.unet,
+        pipe.vae,
+        pipe.scheduler,
+        pipe.tokenizer_2,
+        pipe.text_encoder_2,
+    )
 
 
 def tokenize_prompts(

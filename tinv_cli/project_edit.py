@@ -47,6 +47,7 @@ adam_weight_decay = 1.0e-2
 adam_epsilon = 1.0e-8
 max_grad_norm = 0.0            # gradient clipping; 0 turns it off, as in the reference script
 gradient_checkpointing = false # trade compute for memory in the text encoder
+compile = false                # torch.compile the UNet: minutes of compiling, then faster steps on a GPU
 checkpoint_every = 500         # steps between resumable checkpoints (0: none)
 validation_every = 0           # steps between validation images (0: only at the end)
 num_validation_images = 4      # images per validation, when the concept has a validation_prompt

@@ -55,6 +55,7 @@ _RESERVED = {
     "type_of_concept.txt",
     "README.md",
     "concept_images",
+    "diffusers",  # an SDXL entry's diffusers pair
 }
 _LIST_HINT = "see `tinv list`"
 

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinv_cli import checkpoint
+from tinv_cli import checkpoint, speed
 from tinv_cli.config import Concept, Project, TrainConfig
-from tinv_cli.embedding import token_names
+from tinv_cli.embedding import describe_widths, token_names
 from tinv_cli.errors import NotFoundError, TinvError
 from tinv_cli.paths import tinv_home
 
@@ -45,14 +45,22 @@ if TYPE_CHECKING:
     import torch
 
     from tinv_cli.registry import Registry
+    from tinv_cli.validation import Validator
 
 LOSS_EVERY = 10  # steps between reading the loss back from the device (a host sync)
 SETTINGS_SCHEMA = 1
 REPORT_TO = ("tensorboard",)
 TRACKER_DIR = "tensorboard"  # inside the run folder
 CONCEPT_OVERRIDES = ("vectors", "initializer", "init", "validation_prompt")
+_PREDICTIONS = {"epsilon": "noise prediction", "v_prediction": "v-prediction"}
 # Settings that change when or how a run reports, not what it learns: changing them keeps a checkpoint usable.
-_NOT_HASHED = ("checkpoint_every", "validation_every", "num_validation_images", "gradient_checkpointing")
+_NOT_HASHED = (
+    "checkpoint_every",
+    "validation_every",
+    "num_validation_images",
+    "gradient_checkpointing",
+    "compile",
+)
 
 
 class TrainingInterrupted(TinvError):
@@ -86,6 +94,7 @@ class StartInfo:
     num_processes: int
     mixed_precision: str
     learning_rate: float  # after scaling
+    model: str = ""  # the base model's family as detected: text-encoder widths and prediction type
 
 
 @dataclass(frozen=True)
@@ -299,6 +308,7 @@ class _Recipe:
         self.last_loss: float | None = None
         self.wall_before = 0.0
         self.validations: list[Path] = []
+        self.validator: Validator | None = None
         self.it_s: float | None = None
 
     # --- setup --------------------------------------------------------------------------------------------
@@ -323,6 +333,14 @@ class _Recipe:
             request.revision if request.base else request.revision or request.project.model.revision
         )
         self.start_entry = self.registry.get(request.from_entry) if request.from_entry else None
+        if self.start_entry is not None:
+            from tinv_cli.models import model_widths_from_config
+
+            # An entry of another model family is refused before any weights load, when the model's config
+            # files are on this machine (loading checks again against the weights).
+            widths = model_widths_from_config(self.base, self.revision)
+            if widths is not None:
+                self._check_start_fits(widths)
         _check_report_to(request.report_to)
 
         # The process group (under torchrun or accelerate launch) comes up here; only rank 0 reports.
@@ -346,6 +364,11 @@ class _Recipe:
         if config.mixed_precision == "fp16" and state.device.type == "cpu":
             say("fp16 mixed precision needs a GPU; training on the CPU in full precision")
             config = replace(config, mixed_precision="no")
+        if config.mixed_precision == "bf16" and state.device.type == "cpu" and not speed.cpu_has_bf16():
+            say(
+                "this CPU has no bf16 instructions, so bf16 arithmetic is emulated and runs many times slower "
+                "than full precision here; --mixed-precision no trains faster (with twice the memory)"
+            )
         self.concept, self.config = concept, config
 
         # accelerate keeps one state per process and refuses a second Accelerator with another precision; a
@@ -383,34 +406,38 @@ class _Recipe:
         return checkpoint.resumable(self.run_dir, self.settings, name=concept.name, restart=request.restart)
 
     def _setup_model(self, pipeline: Any | None) -> None:
-        """Load the model, add the tokens, swap in the trainable rows, cache latents, tokenize the prompts."""
+        """Load the model, add the tokens, swap in the trainable rows, cache latents, tokenize the prompts.
+
+        Every tokenizer/text-encoder pair gets the tokens and trainable rows of its own: one pair for SD 1.x and
+        2.x, two for SDXL, whose vectors train together (``sdxl.py`` has the rest of its conditioning).
+        """
         import torch
         from diffusers import DDPMScheduler
 
-        from tinv_cli import inversion
-        from tinv_cli.loader import check_fits
+        from tinv_cli import inversion, sdxl
         from tinv_cli.templates import all_prompts
 
         concept, config, device = self.concept, self.config, self.device
         dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
         parts = inversion.load_parts(self.base, self.revision, dtype, pipeline)
         self.noise_scheduler = DDPMScheduler.from_config(parts.scheduler.config)
-        inversion.check_prediction_type(self.noise_scheduler)
-        # A copy: the pipeline's own tokenizer must not keep the new tokens (a caller's pipeline, a later run).
-        self.tokenizer = copy.deepcopy(parts.tokenizer)
-        new_ids = inversion.add_placeholder_tokens(self.tokenizer, concept.token, concept.vectors)
-        text_encoder, unet, vae = parts.text_encoder, parts.unet, parts.vae
-        original_rows = text_encoder.get_input_embeddings()
-        if self.start_entry is not None:
-            start = self.start_entry.embedding()
-            check_fits(start, (int(original_rows.weight.shape[1]),))
-            init = start.vectors[0]
-        else:
-            init = inversion.initial_vectors(original_rows.weight, concept, self.tokenizer, seed=config.seed)
+        prediction = inversion.check_prediction_type(self.noise_scheduler)
+        widths = tuple(int(e.get_input_embeddings().weight.shape[1]) for e in parts.text_encoders)
+        self.model_label = f"{describe_widths(widths)}, {_PREDICTIONS[prediction]}"
+        self._note_resolution(parts)
+        # Copies: the pipeline's own tokenizers must not keep the new tokens (a caller's pipeline, a later run).
+        self.tokenizers = tuple(copy.deepcopy(tokenizer) for tokenizer in parts.tokenizers)
+        new_ids = [
+            inversion.add_placeholder_tokens(tokenizer, concept.token, concept.vectors)
+            for tokenizer in self.tokenizers
+        ]
+        encoders, unet, vae = parts.text_encoders, parts.unet, parts.vae
+        original_rows = [encoder.get_input_embeddings() for encoder in encoders]
+        inits = self._initial_vectors([rows.weight for rows in original_rows])
 
         # Freeze everything, then swap in the trainable rows. Cleanup undoes each change in reverse order; a
         # caller's pipeline also gets its devices, modes and requires_grad flags back.
-        modules = (text_encoder, unet, vae)
+        modules = (*encoders, unet, vae)
         if pipeline is not None:
             flags = [(p, p.requires_grad) for m in modules for p in m.parameters()]
             places = [(m, m.device, m.training) for m in modules]
@@ -418,30 +445,106 @@ class _Recipe:
             self.undo.append(lambda: [m.to(where).train(mode) for m, where, mode in places])
         for module in modules:
             module.requires_grad_(False).to(device)
-        self.rows = inversion.embedding_with_new_rows(original_rows, new_ids, init)
-        text_encoder.set_input_embeddings(self.rows)
-        self.restore_rows = lambda: text_encoder.set_input_embeddings(original_rows)
+        self.rows = tuple(
+            inversion.embedding_with_new_rows(base_rows, ids, init)
+            for base_rows, ids, init in zip(original_rows, new_ids, inits, strict=True)
+        )
+        # The parameters the optimizer sees, in pipeline order (the order of Embedding.vectors).
+        self.trainable = [rows.new for rows in self.rows]
+        for encoder, rows in zip(encoders, self.rows, strict=True):
+            encoder.set_input_embeddings(rows)
+
+        def restore_rows() -> None:
+            for encoder, rows in zip(encoders, original_rows, strict=True):
+                encoder.set_input_embeddings(rows)
+
+        self.restore_rows = restore_rows
         self.undo.append(self.restore_rows)
         if config.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-            text_encoder.gradient_checkpointing_enable()
-            self.undo += [unet.disable_gradient_checkpointing, text_encoder.gradient_checkpointing_disable]
-        # As in the reference script: the text encoder in train mode (CLIP's dropout is 0), the UNet only when
+            self.undo.append(unet.disable_gradient_checkpointing)
+            for encoder in encoders:
+                encoder.gradient_checkpointing_enable()
+                self.undo.append(encoder.gradient_checkpointing_disable)
+        # As in the reference script: the text encoders in train mode (CLIP's dropout is 0), the UNet only when
         # gradient checkpointing needs it.
-        text_encoder.train()
+        for encoder in encoders:
+            encoder.train()
         unet.train(config.gradient_checkpointing)
+        # Channels-last convolutions: the UNet step at 256 px takes 0.87x the time in fp32 and 0.78x in bf16 on
+        # a CPU (docs/benchmarks.md), and tensor cores want this layout on a GPU. Only the layout changes.
+        to_contiguous = speed.to_channels_last(unet, vae)
+        if pipeline is not None:
+            self.undo.append(to_contiguous)
+        # Compiled for the training step only (a wrapper: the module itself is untouched, and validation runs
+        # it eagerly rather than compiling the sampling shapes as well).
+        self.train_unet = torch.compile(unet) if config.compile else unet
         self.parts = parts
 
         # Each image and its mirror through the VAE once; then the VAE leaves the device until a validation.
-        self.latent_mean, self.latent_std = inversion.encode_latents(vae, self.images.pixels)
+        # One image and its mirror at a time: encoding then never needs more memory than a training step.
+        self.latent_mean, self.latent_std = inversion.encode_latents(vae, self.images.pixels, batch=1)
         vae.to("cpu")
         self.scaling_factor = float(vae.config.scaling_factor)
 
-        # Every prompt an image can draw, tokenized once and kept on the device.
+        # Every prompt an image can draw, tokenized once per tokenizer and kept on the device.
         placeholder = " ".join(token_names(concept.token, concept.vectors))
         self.prompts = all_prompts(concept.kind, placeholder, concept.token, self.images.captions)
-        self.input_ids = inversion.tokenize_prompts(self.tokenizer, self.prompts, new_ids, self.images.paths)
-        self.input_ids = self.input_ids.to(device)
+        input_ids = [
+            inversion.tokenize_prompts(tokenizer, self.prompts, ids, self.images.paths).to(device)
+            for tokenizer, ids in zip(self.tokenizers, new_ids, strict=True)
+        ]
+        self.input_ids = input_ids[0]
+        # SDXL: the second tokenizer's ids, and the time ids of every image and its mirror beside their latents.
+        self.xl: sdxl.Conditioning | None = None
+        if len(input_ids) > 1:
+            times = sdxl.time_ids(self.images.original_sizes, self.images.crop_boxes, config.resolution)
+            self.xl = sdxl.Conditioning(input_ids_2=input_ids[1], time_ids=times.to(device))
+
+    def _initial_vectors(self, tables: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Starting vectors per text encoder: the --from entry's, else the concept's initializer (or random or
+        zero rows, each encoder from a random stream of its own)."""
+        from tinv_cli import inversion
+
+        if self.start_entry is not None:
+            start = self.start_entry.embedding()
+            self._check_start_fits(tuple(int(table.shape[1]) for table in tables))
+            return list(start.vectors)
+        return [
+            inversion.initial_vectors(
+                table,
+                self.concept,
+                tokenizer,
+                seed=self.config.seed,
+                stream="init" if i == 0 else f"init/{i}",
+            )
+            for i, (table, tokenizer) in enumerate(zip(tables, self.tokenizers, strict=True))
+        ]
+
+    def _check_start_fits(self, widths: tuple[int, ...]) -> None:
+        """Refuses --from an entry trained for another model family, naming both families."""
+        from tinv_cli.errors import ModelError
+        from tinv_cli.loader import check_fits
+
+        start = self.start_entry
+        if start is None:
+            return
+        try:
+            check_fits(start.embedding(), widths)
+        except ModelError as e:
+            raise ModelError(
+                f"--from {start.ref}: {e.message}",
+                "train from an entry made for this model's family, or without --from",
+            ) from None
+
+    def _note_resolution(self, parts: Any) -> None:
+        """Says so when training below the size the model generates (SD 2.x 768 px, SDXL 1024 px)."""
+        native = int(parts.unet.config.sample_size) * 2 ** (len(parts.vae.config.block_out_channels) - 1)
+        if self.config.resolution < native:
+            self.callbacks.on_message(
+                f"{self.base} makes {native} px images and this run trains at {self.config.resolution} px; "
+                f"set resolution = {native} (or --resolution {native}) to train at the model's own size"
+            )
 
     def _setup_optimizer(self) -> None:
         """AdamW and the learning-rate schedule over the new rows, and nothing else."""
@@ -452,12 +555,12 @@ class _Recipe:
         scale = config.batch_size * config.gradient_accumulation * self.world if config.scale_lr else 1
         self.learning_rate = config.learning_rate * scale
         optimizer = torch.optim.AdamW(
-            [self.rows.new],
+            self.trainable,
             lr=self.learning_rate,
             betas=(config.adam_beta1, config.adam_beta2),
             weight_decay=config.adam_weight_decay,
             eps=config.adam_epsilon,
-            fused=True if self.device.type == "cuda" else None,
+            fused=True if speed.fused_adamw(self.device) else None,
         )
         # Stepped once per optimizer step by this loop, so no scaling by the process count as in the example.
         self.lr_scheduler = get_scheduler(
@@ -497,7 +600,8 @@ class _Recipe:
         if resume is not None:
             state = checkpoint.load_state(resume.path)
             rng = state["rng"][self.rank]
-            self.rows.new.data.copy_(state["vectors"].to(self.device))
+            for new, saved in zip(self.trainable, state["vectors"], strict=True):
+                new.data.copy_(saved.to(self.device))
             self.optimizer.load_state_dict(state["optimizer"])
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
             if self.accelerator.scaler is not None and state.get("scaler") is not None:
@@ -508,6 +612,8 @@ class _Recipe:
             self.step = self.checkpoint_step = resume.step
             self.wall_before = resume.wall_time_s
             self.last_loss = state.get("last_loss")
+            # A resumed run keeps the way of stepping it started with, so it stays the same run to the bit.
+            self.batched = bool(state.get("batched", False))
             if self.main:
                 plot.truncate_metrics(self.run_dir / plot.METRICS_FILE, resume.step)
             self.callbacks.on_message(
@@ -515,6 +621,15 @@ class _Recipe:
             )
         elif self.main:
             self._fresh_run_folder()
+        if resume is None:
+            self.batched = self._fits_batched()
+        self.accelerator.gradient_accumulation_steps = 1 if self.batched else config.gradient_accumulation
+        if self.batched:
+            self.callbacks.on_message(
+                f"each step's {config.gradient_accumulation} micro-batches of {config.batch_size} run as one "
+                f"batch of {config.gradient_accumulation * config.batch_size}: the same gradient, faster, and "
+                "they fit in memory"
+            )
         self.first_step = self.step
         if self.request.report_to:
             scalars = {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))}
@@ -533,6 +648,7 @@ class _Recipe:
                 num_processes=self.world,
                 mixed_precision=config.mixed_precision,
                 learning_rate=self.learning_rate,
+                model=self.model_label,
             )
         )
 
@@ -552,12 +668,19 @@ class _Recipe:
     # --- train --------------------------------------------------------------------------------------------
 
     def train(self, stop: _StopSignal) -> None:
+        import torch
+
         config, accelerator = self.config, self.accelerator
         rate = _Rate()
+        # Batched micro-steps: one pass takes all of an optimizer step's micro-batches, drawn in the same order.
+        groups = config.gradient_accumulation if self.batched else 1
         while self.step < config.steps:
-            images, flips, prompts = self.stream.next_batch()
+            draws = [self.stream.next_batch() for _ in range(groups)]
+            images, flips, prompts = (
+                draws[0] if groups == 1 else (torch.cat(d) for d in zip(*draws, strict=True))
+            )
             with accelerator.accumulate():
-                loss = self._micro_step(images, flips, prompts)
+                loss = self._micro_step(images, flips, prompts, groups)
             self.loss_sum += loss.detach()  # stays on the device: no sync
             self.loss_count += 1
             if not accelerator.sync_gradients:
@@ -566,6 +689,7 @@ class _Recipe:
             step, self.it_s = self.step, rate.tick()
             loss_value = self._read_loss() if step % LOSS_EVERY == 0 or step == config.steps else None
             self.callbacks.on_step(step, loss_value, self._lr(), self.it_s)
+            self._report_validations()
             if step == config.steps:
                 break
             if config.checkpoint_every and step % config.checkpoint_every == 0:
@@ -583,48 +707,106 @@ class _Recipe:
                     f"run `tinv train {self.concept.name}` to resume",
                 )
 
-    def _micro_step(self, images: torch.Tensor, flips: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+    def _micro_step(
+        self, images: torch.Tensor, flips: torch.Tensor, prompts: torch.Tensor, groups: int = 1
+    ) -> torch.Tensor:
+        """One micro-batch, or (``groups`` > 1) an optimizer step's ``groups`` micro-batches in one pass."""
         import torch
 
-        from tinv_cli.inversion import diffusion_loss
-
-        accelerator, device, new = self.accelerator, self.device, self.rows.new
+        accelerator, device, trainable = self.accelerator, self.device, self.trainable
         images, flips, prompts = (t.to(device, non_blocking=True) for t in (images, flips, prompts))
         mean, std = self.latent_mean[images, flips], self.latent_std[images, flips]
-        # The order of these draws is part of the run's identity: latent sample, noise, timesteps.
-        latents = (
-            mean + std * torch.randn(mean.shape, generator=self.noise, device=device)
-        ) * self.scaling_factor
-        noise = torch.randn(latents.shape, generator=self.noise, device=device)
-        timesteps = torch.randint(
-            0,
-            self.noise_scheduler.config.num_train_timesteps,
-            (len(images),),
-            generator=self.noise,
-            device=device,
-        )
-        with accelerator.autocast():
-            loss = diffusion_loss(
-                self.parts.unet,
-                self.parts.text_encoder,
-                self.noise_scheduler,
-                latents,
-                noise,
-                timesteps,
-                self.input_ids[images, prompts],
+        # The order of these draws is part of the run's identity: latent sample, noise, timesteps, micro-batch
+        # after micro-batch, so batched and accumulated micro-steps see the same numbers.
+        samples, noises, steps = [], [], []
+        for part in mean.chunk(groups):
+            samples.append(torch.randn(part.shape, generator=self.noise, device=device))
+            noises.append(torch.randn(part.shape, generator=self.noise, device=device))
+            steps.append(
+                torch.randint(
+                    0,
+                    self.noise_scheduler.config.num_train_timesteps,
+                    (len(part),),
+                    generator=self.noise,
+                    device=device,
+                )
             )
+        latents = (mean + std * torch.cat(samples)) * self.scaling_factor
+        noise, timesteps = torch.cat(noises), torch.cat(steps)
+        loss = self._loss(self.train_unet, images, flips, prompts, latents, noise, timesteps)
         accelerator.backward(loss)
         if accelerator.sync_gradients:
             if self.world > 1:
-                # The step's only communication: n x d numbers, after which every process takes the same step.
-                new.grad.copy_(accelerator.reduce(new.grad, reduction="mean"))
+                # The step's only communication: n x d numbers per text encoder, after which every process
+                # takes the same step.
+                for new in trainable:
+                    new.grad.copy_(accelerator.reduce(new.grad, reduction="mean"))
             if self.config.max_grad_norm > 0:
-                accelerator.clip_grad_norm_([new], self.config.max_grad_norm)
+                accelerator.clip_grad_norm_(trainable, self.config.max_grad_norm)
         self.optimizer.step()
         if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
             self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss
+
+    def _loss(
+        self,
+        unet: Any,
+        images: torch.Tensor,
+        flips: torch.Tensor,
+        prompts: torch.Tensor,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+    ) -> torch.Tensor:
+        from tinv_cli import sdxl
+        from tinv_cli.inversion import diffusion_loss
+
+        with self.accelerator.autocast():
+            if self.xl is None:
+                return diffusion_loss(
+                    unet,
+                    self.parts.text_encoder,
+                    self.noise_scheduler,
+                    latents,
+                    noise,
+                    timesteps,
+                    self.input_ids[images, prompts],
+                )
+            return sdxl.diffusion_loss(
+                unet,
+                self.parts.text_encoders,
+                self.noise_scheduler,
+                latents,
+                noise,
+                timesteps,
+                (self.input_ids[images, prompts], self.xl.input_ids_2[images, prompts]),
+                self.xl.time_ids[images, flips],
+            )
+
+    def _fits_batched(self) -> bool:
+        """Whether an optimizer step's micro-batches fit in memory as one batch (``speed.batch_micro_steps``),
+        from the activations of one micro-batch on fixed inputs (no random stream moves)."""
+        import torch
+
+        config, device = self.config, self.device
+        if config.gradient_accumulation == 1:
+            return False
+        zeros = torch.zeros(config.batch_size, dtype=torch.long, device=device)
+        latents = torch.zeros((config.batch_size, *self.latent_mean.shape[2:]), device=device)
+        modules = (self.parts.unet, *self.parts.text_encoders)
+        resident = [p for module in modules for p in module.parameters()]
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            micro_bytes = speed.activation_bytes(
+                # The eager UNet: measuring must not compile it for a batch size training does not use.
+                lambda: self._loss(self.parts.unet, zeros, zeros, zeros, latents, latents, zeros),
+                resident,
+            )
+        fits = speed.batch_micro_steps(config.gradient_accumulation, micro_bytes, device)
+        if self.world > 1:  # every process takes the same kind of step
+            flag = torch.tensor(float(fits), device=device)
+            fits = bool(self.accelerator.reduce(flag, reduction="sum") == self.world)
+        return fits
 
     def _lr(self) -> float:
         return float(self.lr_scheduler.get_last_lr()[0])
@@ -668,31 +850,37 @@ class _Recipe:
         flag = torch.tensor(float(stop.received is not None), device=self.device)
         return bool(self.accelerator.reduce(flag, reduction="sum") > 0)
 
-    def validate(self) -> Path | None:
-        """A fixed-seed image grid for the validation prompt, made by the modules being trained."""
-        from tinv_cli import plot
+    def validate(self) -> None:
+        """Start a fixed-seed image grid for the validation prompt, made by the modules being trained; on a GPU
+        it is made beside the next training steps (validation.py)."""
         from tinv_cli.embedding import Embedding
-        from tinv_cli.inversion import validation_images
         from tinv_cli.loader import expand_prompt
+        from tinv_cli.validation import Validator, in_background
 
-        path = None
         if self.main:
             concept = self.concept
-            current = Embedding(concept.token, (self.rows.new.detach().cpu(),))
-            images = validation_images(
-                self.parts,
-                self.tokenizer,
-                expand_prompt(concept.validation_prompt or "", [current]),
-                count=self.config.num_validation_images,
-                seed=self.config.seed,
-                resolution=self.config.resolution,
-            )
-            out = self.run_dir / "validation" / f"step-{self.step:05d}.png"
-            path = plot.save_png(plot.image_grid(images), out)
-            self.validations.append(path)
-            self.callbacks.on_validation(self.step, path)
+            if self.validator is None:
+                self.validator = Validator(
+                    self.parts,
+                    self.tokenizers,
+                    folder=self.run_dir / "validation",
+                    count=self.config.num_validation_images,
+                    seed=self.config.seed,
+                    resolution=self.config.resolution,
+                    background=in_background(self.device),
+                )
+            current = Embedding(concept.token, tuple(new.detach().cpu() for new in self.trainable))
+            self.validator.submit(self.step, expand_prompt(concept.validation_prompt or "", [current]))
+            self._report_validations()
         self.accelerator.wait_for_everyone()
-        return path
+
+    def _report_validations(self, wait: bool = False) -> None:
+        """Report the grids finished so far (all of them with ``wait``), from the training thread."""
+        if self.validator is None:
+            return
+        for step, path in self.validator.wait() if wait else self.validator.finished():
+            self.validations.append(path)
+            self.callbacks.on_validation(step, path)
 
     # --- save_checkpoint ----------------------------------------------------------------------------------
 
@@ -714,12 +902,13 @@ class _Recipe:
         if self.main:
             scaler = self.accelerator.scaler
             state = {
-                "vectors": self.rows.new.detach().cpu().clone(),
+                "vectors": [new.detach().cpu().clone() for new in self.trainable],
                 "optimizer": self.optimizer.state_dict(),
                 "lr_scheduler": self.lr_scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "rng": every_rng,
                 "last_loss": self.last_loss,
+                "batched": self.batched,
             }
             meta = {
                 "step": self.step,
@@ -750,10 +939,13 @@ class _Recipe:
         from tinv_cli.embedding import Embedding
 
         self.save_checkpoint()  # so a failure while registering resumes here, with nothing left to train
-        grid = self.validate() if self.concept.validation_prompt else None
-        vectors = self.rows.new.detach().float().cpu().clone()
+        if self.concept.validation_prompt:
+            self.validate()
+            self._report_validations(wait=True)
+        grid = self.validations[-1] if self.concept.validation_prompt and self.validations else None
+        vectors = tuple(new.detach().float().cpu().clone() for new in self.trainable)
         self.restore_rows()
-        digest = hashlib.sha256(vectors.numpy().tobytes()).hexdigest()
+        digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in vectors)).hexdigest()
         rank_sha256 = tuple(gather_object([digest])) if self.world > 1 else (digest,)
         if len(set(rank_sha256)) != 1:
             raise TinvError(
@@ -781,7 +973,7 @@ class _Recipe:
             }
             entry = self.registry.add(
                 concept.name,
-                Embedding(concept.token, (vectors,)),
+                Embedding(concept.token, vectors),
                 kind=concept.kind,
                 source={"type": "trained", "run": str(self.run_dir)},
                 images=self.images.paths,
@@ -823,5 +1015,7 @@ class _Recipe:
 
     def cleanup(self) -> None:
         """Hand the modules back as they came: embedding module, devices, modes, requires_grad."""
+        if self.validator is not None:
+            self.validator.close()  # first: a grid being made still uses the modules
         while self.undo:
             self.undo.pop()()

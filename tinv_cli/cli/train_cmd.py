@@ -60,7 +60,9 @@ class _Display(TrainCallbacks):
         self.total = info.total_steps
         processes = f", {info.num_processes} processes" if info.num_processes > 1 else ""
         self.on_message(
-            f"Training {info.name} ({info.token}) on {info.images} images: {info.device}{processes}, "
+            f"Training {info.name} ({info.token}) on {info.images} images"
+            + (f" with {info.model}" if info.model else "")
+            + f": {info.device}{processes}, "
             f"mixed precision {info.mixed_precision}, lr {info.learning_rate:g}; run folder {info.run_dir}"
         )
         if self.quiet or not self.console.is_terminal:
@@ -163,7 +165,12 @@ def train(
         int | None, _opt("--lr-num-cycles", min=1, help="Cycles of cosine_with_restarts.")
     ] = None,
     resolution: Annotated[
-        int | None, _opt("--resolution", min=8, help="Training image size (multiple of 8).")
+        int | None,
+        _opt(
+            "--resolution",
+            min=8,
+            help="Training image size (multiple of 8); best at the model's own: 512 SD 1.x, 768 SD 2.x, 1024 SDXL.",
+        ),
     ] = None,
     center_crop: Annotated[
         bool | None, _opt("--center-crop/--no-center-crop", help="Crop the central square before resizing.")
@@ -187,6 +194,13 @@ def train(
     gradient_checkpointing: Annotated[
         bool | None,
         _opt("--gradient-checkpointing/--no-gradient-checkpointing", help="Less memory, ~30% slower."),
+    ] = None,
+    compile: Annotated[
+        bool | None,
+        _opt(
+            "--compile/--no-compile",
+            help="torch.compile the UNet: minutes of compiling first, then faster steps (GPU).",
+        ),
     ] = None,
     checkpoint_every: Annotated[
         int | None, _opt("--checkpoint-every", min=0, help="Steps between checkpoints (0: only at the end).")
@@ -231,6 +245,9 @@ def train(
 
     Checkpoints, metrics.jsonl, loss.png and validation grids go to $TINV_HOME/runs/NAME/. Running the
     same command again resumes an interrupted run (Ctrl-C saves a checkpoint first).
+
+    SD 1.x, SD 2.x (epsilon or v-prediction) and SDXL base models; on SDXL the concept gets vectors for both
+    text encoders, trained together.
 
     Data parallel: torchrun --nproc_per_node N -m tinv_cli train NAME (GPUs or CPU processes), or
     accelerate launch --multi_gpu -m tinv_cli train NAME.
