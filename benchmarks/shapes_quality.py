@@ -1,12 +1,15 @@
-"""Measures the shipped shapes model: prompt fidelity, and concept recovery by `tinv train` + `tinv eval`.
+"""Measures the shapes model: prompt fidelity, and concept recovery by `tinv train` + `tinv eval`.
 
     .venv/bin/python benchmarks/shapes_quality.py [--per-prompt 16] [--seeds 0 1 2 3 4] [--no-write]
+    .venv/bin/python benchmarks/shapes_quality.py --model build/shapes-model   # a model rebuilt from scratch
 
 Prompt fidelity: ``a photo of a COLOUR SHAPE`` for every one of the 30 in-vocabulary pairs, sampled as
 ``tinv sample`` samples (DPM++ 2M, 20 steps, guidance 7.5), each sample read by the judge. Concept recovery: the
 demo project's concept trained with its own defaults (``concepts.toml``), once per seed, through the real CLI
 (its wall time is what a user waits), then scored by ``tinv eval`` against the initializer word alone.
-Writes ``docs/shapes.md`` and this benchmark's section of ``docs/benchmarks.md``.
+Writes ``docs/shapes.md`` and this benchmark's section of ``docs/benchmarks.md``; with ``--model FOLDER`` (the
+output of ``python -m tinv_cli.shapes.build``) it measures that model instead, with the same bars, and writes
+only the rebuild's section of ``docs/shapes.md``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 START = "<!-- shapes_quality:start -->"
 END = "<!-- shapes_quality:end -->"
+REBUILD_START = "<!-- shapes_rebuild:start -->"
+REBUILD_END = "<!-- shapes_rebuild:end -->"
 STEPS, GUIDANCE = 20, 7.5
 TINV = [sys.executable, "-m", "tinv_cli"]
 
@@ -43,25 +48,44 @@ def machine() -> str:
     )
 
 
-def fidelity(per_prompt: int) -> list[dict[str, object]]:
-    from tinv_cli.models import builtin_folder, load_pipeline
+def model_folder(model: str) -> Path:
+    from tinv_cli.models import builtin_folder
+
+    folder = builtin_folder(model) if model.startswith("builtin:") else Path(model).resolve()
+    if folder is None or not (folder / "judge" / "judge.json").is_file():
+        raise SystemExit(f"{model}: not a shapes model folder (no judge/judge.json)")
+    return folder
+
+
+def fidelity(model: str, per_prompt: int) -> list[dict[str, object]]:
+    from tinv_cli.models import load_pipeline
     from tinv_cli.shapes.judge import load_judge
     from tinv_cli.shapes.measure import prompt_fidelity
 
-    pipe = load_pipeline("builtin:shapes")
-    judge = load_judge(builtin_folder("builtin:shapes") / "judge")  # type: ignore[operator]
+    pipe = load_pipeline(model)
+    judge = load_judge(model_folder(model) / "judge")
     scores = prompt_fidelity(pipe, judge, per_prompt=per_prompt, steps=STEPS, guidance=GUIDANCE, seed=0)
     return [vars(score) for score in scores]
 
 
-def recovery(concept: str, seeds: list[int], picture: Path | None) -> list[dict[str, object]]:
+def recovery(model: str, concept: str, seeds: list[int], picture: Path | None) -> list[dict[str, object]]:
     rows = []
+    model_flag = [] if model == "builtin:shapes" else ["--model", model]
     for seed in seeds:
         with tempfile.TemporaryDirectory() as home:
             env = {**os.environ, "TINV_HOME": home, "HF_HUB_OFFLINE": "1"}
             begin = time.monotonic()
             subprocess.run(
-                [*TINV, "train", concept, "--seed", str(seed), "--project", str(ROOT / "concepts.toml")],
+                [
+                    *TINV,
+                    "train",
+                    concept,
+                    "--seed",
+                    str(seed),
+                    "--project",
+                    str(ROOT / "concepts.toml"),
+                    *model_flag,
+                ],
                 env=env,
                 check=True,
                 cwd=ROOT,
@@ -165,21 +189,26 @@ def main() -> None:
     parser.add_argument("--per-prompt", type=int, default=16)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--concept", default="violet-kite")
+    parser.add_argument(
+        "--model", default="builtin:shapes", help="a shapes model folder (default: the shipped one)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print the tables without updating the docs")
     args = parser.parse_args()
 
-    from tinv_cli.models import builtin_folder
-
-    folder = builtin_folder("builtin:shapes")
-    assert folder is not None
+    shipped = args.model == "builtin:shapes"
+    if not shipped:
+        args.model = str(Path(args.model).resolve())
+    folder = model_folder(args.model)
     build = json.loads((folder / "build.json").read_text())
     judge_info = json.loads((folder / "judge" / "judge.json").read_text())
-    fid = fidelity(args.per_prompt)
+    fid = fidelity(args.model, args.per_prompt)
     print("\n".join(fidelity_table(fid)[:1]), file=sys.stderr)
-    rec = recovery(args.concept, args.seeds, None if args.no_write else ROOT / "docs" / "shapes-demo.png")
+    picture = ROOT / "docs" / "shapes-demo.png" if shipped and not args.no_write else None
+    rec = recovery(args.model, args.concept, args.seeds, picture)
     command = (
         "`.venv/bin/python benchmarks/shapes_quality.py"
         + (f" --per-prompt {args.per_prompt}" if args.per_prompt != 16 else "")
+        + ("" if shipped else f" --model {os.path.relpath(args.model, ROOT)}")
         + "`"
     )
     held = judge_info["held_out"]
@@ -188,8 +217,13 @@ def main() -> None:
         "",
         f"Machine: {machine()}",
         "",
-        f"Model: `builtin:shapes` as shipped (built by `python -m tinv_cli.shapes.build`, "
-        f"{build['seconds_this_run'] / 60:.0f} minutes on this machine). Sampling: DPM++ 2M, {STEPS} steps, "
+        (
+            "Model: `builtin:shapes` as shipped (built by `python -m tinv_cli.shapes.build`, "
+            if shipped
+            else f"Model: `{os.path.relpath(args.model, ROOT)}`, rebuilt from nothing by "
+            f"`python -m tinv_cli.shapes.build --out {os.path.relpath(args.model, ROOT)} --threads 1` ("
+        )
+        + f"{build['seconds_this_run'] / 60:.0f} minutes on this machine). Sampling: DPM++ 2M, {STEPS} steps, "
         f"guidance {GUIDANCE}. Judge accuracy on {held['images']} held-out renders (seed {held['seed']}): colour and "
         f"shape {_pct(held['accuracy']['colour+shape'])}, background {_pct(held['accuracy']['background'])}.",
         "",
@@ -211,6 +245,18 @@ def main() -> None:
         print("\n".join(measured))
         return
     doc = ROOT / "docs" / "shapes.md"
+    if not shipped:
+        # The rebuild's own section, kept apart from the shipped model's figures; text outside it is by hand.
+        text = REBUILD_START + "\n" + "\n".join(measured) + "\n" + REBUILD_END
+        old = doc.read_text(encoding="utf-8")
+        if REBUILD_START in old and REBUILD_END in old:
+            before, rest = old.split(REBUILD_START, 1)
+            old_tail = rest.split(REBUILD_END, 1)[1]
+            doc.write_text(before + text + old_tail, encoding="utf-8")
+        else:
+            heading = "## The model rebuilt from scratch\n\n"
+            doc.write_text(old.rstrip("\n") + "\n\n" + heading + text + "\n", encoding="utf-8")
+        return
     old = doc.read_text(encoding="utf-8") if doc.exists() else ""
     # The text above the markers is written by hand; only the measured part is replaced.
     head = (
@@ -218,7 +264,8 @@ def main() -> None:
         if START in old
         else (old.rstrip("\n") + "\n\n" if old else "# The shapes model\n\n")
     )
-    doc.write_text(head + START + "\n" + "\n".join(measured) + "\n" + END + "\n", encoding="utf-8")
+    tail = old.split(END, 1)[1] if END in old else "\n"  # what follows (the rebuild's section) is kept
+    doc.write_text(head + START + "\n" + "\n".join(measured) + "\n" + END + tail, encoding="utf-8")
     summary_fid = sum(int(r["correct"]) for r in fid) / sum(int(r["samples"]) for r in fid)  # type: ignore[call-overload]
     write_section(
         ROOT / "docs" / "benchmarks.md",

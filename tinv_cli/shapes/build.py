@@ -406,6 +406,9 @@ def build(out: Path, work: Path, cfg: BuildConfig, *, resume: bool, log: Log) ->
             {
                 "config": asdict(cfg),
                 "torch": torch.__version__,
+                # CPU sums round by thread count, and training amplifies the last bit: bitwise repeats need
+                # the same torch, machine and threads.
+                "threads": torch.get_num_threads(),
                 "seconds_this_run": round(time.monotonic() - begin),
             },
             indent=2,
