@@ -198,10 +198,6 @@ def test_background_validation_draws_the_same_grids_and_leaves_training_alone(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect, issue 7 open: a compiled UNet trains different vectors than eager (beyond rounding)",
-)
 def test_compile_trains_the_same_vectors(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

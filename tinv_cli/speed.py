@@ -26,19 +26,49 @@ def to_channels_last(*modules: Any) -> Callable[[], None]:
     """
     import torch
 
-    def is_channels_last(module: Any) -> bool:
-        weights = (p for p in module.parameters() if p.dim() == 4)
-        return all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    return _to_layout(torch.channels_last, modules)
 
-    changed = [m for m in modules if not is_channels_last(m)]
+
+def to_contiguous(*modules: Any) -> Callable[[], None]:
+    """Put the convolution weights of ``modules`` in the default (NCHW) layout; returns what puts them back."""
+    import torch
+
+    return _to_layout(torch.contiguous_format, modules)
+
+
+def _to_layout(layout: torch.memory_format, modules: tuple[Any, ...]) -> Callable[[], None]:
+    import torch
+
+    def has_layout(module: Any) -> bool:
+        weights = (p for p in module.parameters() if p.dim() == 4)
+        return all(w.is_contiguous(memory_format=layout) for w in weights)
+
+    changed = [m for m in modules if not has_layout(m)]
     for module in changed:
-        module.to(memory_format=torch.channels_last)
+        module.to(memory_format=layout)
+    other = torch.contiguous_format if layout == torch.channels_last else torch.channels_last
 
     def undo() -> None:
         for module in changed:
-            module.to(memory_format=torch.contiguous_format)
+            module.to(memory_format=other)
 
     return undo
+
+
+# What torch.compile is asked for. Inductor's layout optimisation (its own switch to channels-last) is off:
+# with it, or with channels-last weights, torch 2.13's inductor gives a zero gradient through this UNet
+# pattern, a resnet block whose (shortcut + residual) / output_scale_factor feeds a nearest-neighbour upsample
+# (an UpBlock2D), so the vectors would learn from part of the UNet only. The trainer compiles a UNet in the
+# default layout with these options; tests/test_speed.py checks compiled and eager training agree.
+COMPILE_OPTIONS = {"layout_optimization": False}
+
+
+def compile_unet(unet: Any) -> Callable[..., Any]:
+    """``unet`` compiled for the training step: a wrapper (the module is untouched), in the layout and with
+    the options under which compiled gradients match eager ones. The caller keeps ``unet`` in NCHW layout."""
+    import torch
+
+    return torch.compile(unet, options=COMPILE_OPTIONS)
 
 
 def cpu_has_bf16() -> bool:

@@ -25,21 +25,44 @@ Feedback goes through a ``TrainCallbacks`` object; nothing here prints.
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
-import signal
-import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinv_cli import checkpoint, speed
-from tinv_cli.config import Concept, Project, TrainConfig
 from tinv_cli.embedding import describe_widths, token_names
-from tinv_cli.errors import NotFoundError, TinvError
-from tinv_cli.paths import tinv_home
+from tinv_cli.errors import TinvError
+from tinv_cli.train_process import StepRate, StopSignal, cpu_processes, peak_memory
+from tinv_cli.train_request import (
+    CONCEPT_OVERRIDES,
+    REPORT_TO,
+    StartInfo,
+    TrainCallbacks,
+    TrainingInterrupted,
+    TrainRequest,
+    TrainSummary,
+    check_report_to,
+    resolve_concept,
+    run_dir_for,
+)
+
+# The names callers import from here: the request and reports live in train_request.py.
+__all__ = [
+    "CONCEPT_OVERRIDES",
+    "LOSS_EVERY",
+    "REPORT_TO",
+    "StartInfo",
+    "TrainCallbacks",
+    "TrainRequest",
+    "TrainSummary",
+    "TrainingInterrupted",
+    "resolve_concept",
+    "run_dir_for",
+    "train",
+]
 
 if TYPE_CHECKING:
     import torch
@@ -49,9 +72,7 @@ if TYPE_CHECKING:
 
 LOSS_EVERY = 10  # steps between reading the loss back from the device (a host sync)
 SETTINGS_SCHEMA = 1
-REPORT_TO = ("tensorboard",)
 TRACKER_DIR = "tensorboard"  # inside the run folder
-CONCEPT_OVERRIDES = ("vectors", "initializer", "init", "validation_prompt")
 _PREDICTIONS = {"epsilon": "noise prediction", "v_prediction": "v-prediction"}
 # Settings that change when or how a run reports, not what it learns: changing them keeps a checkpoint usable.
 _NOT_HASHED = (
@@ -63,210 +84,8 @@ _NOT_HASHED = (
 )
 
 
-class TrainingInterrupted(TinvError):
-    """Ctrl-C or SIGTERM: a checkpoint was saved and ``tinv train NAME`` resumes from it."""
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    """What to train. ``overrides`` holds TrainConfig fields and ``vectors``, ``initializer``, ``init`` and
-    ``validation_prompt`` given on the command line; they win over the project file."""
-
-    project: Project
-    concept: str
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    base: str | None = None  # --model: another base model than the project's
-    revision: str | None = None
-    from_entry: str | None = None  # start from this registry entry's vectors
-    restart: bool = False  # discard an existing checkpoint instead of resuming
-    report_to: str | None = None
-
-
-@dataclass(frozen=True)
-class StartInfo:
-    name: str
-    token: str
-    run_dir: Path
-    start_step: int
-    total_steps: int
-    images: int
-    device: str
-    num_processes: int
-    mixed_precision: str
-    learning_rate: float  # after scaling
-    model: str = ""  # the base model's family as detected: text-encoder widths and prediction type
-
-
-@dataclass(frozen=True)
-class TrainSummary:
-    entry: str  # NAME@VERSION in the registry
-    name: str
-    token: str
-    steps: int
-    start_step: int
-    final_loss: float | None
-    wall_time_s: float
-    peak_memory_bytes: int | None
-    run_dir: Path
-    checkpoint: Path
-    metrics: Path
-    loss_plot: Path
-    validation: tuple[Path, ...]
-    device: str
-    num_processes: int
-    mixed_precision: str
-    rank_sha256: tuple[str, ...]  # sha256 of each process's final vectors; all equal after a healthy run
-    main_process: bool = True  # False on the other processes of a data-parallel run
-
-
-class TrainCallbacks:
-    """Progress reports from ``train``; every method is optional. Only the main process reports."""
-
-    def on_start(self, info: StartInfo) -> None:
-        pass
-
-    def on_step(self, step: int, loss: float | None, lr: float, it_s: float | None) -> None:
-        """Called after every optimizer step; ``loss`` is the mean since the last report, every LOSS_EVERY steps."""
-
-    def on_checkpoint(self, step: int, path: Path) -> None:
-        pass
-
-    def on_validation(self, step: int, path: Path) -> None:
-        pass
-
-    def on_message(self, message: str) -> None:
-        pass
-
-    def on_end(self, summary: TrainSummary) -> None:
-        pass
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# Setup: everything that can be refused is checked before a model is loaded.
-
-
-def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
-def resolve_concept(project: Project, name: str, overrides: Mapping[str, Any]) -> tuple[Concept, TrainConfig]:
-    """The concept ``name`` of ``project`` and its training settings, with command-line ``overrides`` applied."""
-    from tinv_cli.project import CONCEPT_FIELDS, TRAIN_FIELDS
-
-    concept = project.concepts.get(name)
-    if concept is None:
-        close = difflib.get_close_matches(name, list(project.concepts), n=1, cutoff=0.5)
-        known = ", ".join(sorted(project.concepts)) or "none yet"
-        raise NotFoundError(
-            f"no concept {name!r} in {project.path}" + (f"; did you mean {close[0]!r}?" if close else ""),
-            f"concepts in this project: {known}; add one with `tinv init --concept NAME --images DIR`",
-        )
-    train_overrides: dict[str, Any] = {}
-    concept_overrides: dict[str, Any] = {}
-    for key, value in overrides.items():
-        spec = TRAIN_FIELDS.get(key) if key in TrainConfig.field_names() else None
-        if spec is None and key in CONCEPT_OVERRIDES:
-            spec = CONCEPT_FIELDS[key]
-        if spec is None:
-            raise TinvError(f"unknown training setting {key!r}", "see `tinv train --help`")
-        if spec.choices and value not in spec.choices:
-            raise TinvError(f"{_flag(key)} {value}: choose one of {', '.join(spec.choices)}")
-        if spec.valid is not None and not spec.valid(value):
-            raise TinvError(f"{_flag(key)} {value}: must be {spec.rule}")
-        (train_overrides if key in TrainConfig.field_names() else concept_overrides)[key] = value
-    if "initializer" in concept_overrides and "init" not in concept_overrides:
-        concept_overrides["init"] = "initializer"
-    concept = replace(concept, **concept_overrides)
-    if concept.init == "initializer" and not concept.initializer:
-        raise TinvError(
-            f"concept {name} has no initializer", "pass --initializer WORD, or --init random / --init zero"
-        )
-    return concept, concept.train.merged(train_overrides)
-
-
-def run_dir_for(name: str) -> Path:
-    """Where a concept's runs live: ``$TINV_HOME/runs/NAME``."""
-    return tinv_home() / "runs" / name
-
-
-def _check_report_to(report_to: str | None) -> None:
-    if report_to is None:
-        return
-    if report_to not in REPORT_TO:
-        raise TinvError(f"--report-to {report_to}: choose one of {', '.join(REPORT_TO)}")
-    from accelerate.utils import is_tensorboard_available
-
-    if not is_tensorboard_available():
-        raise TinvError("--report-to tensorboard needs the tensorboard package", "pip install tensorboard")
-
-
-def _cpu_processes() -> bool:
-    """True for a data-parallel launch on a machine without CUDA: accelerate then needs ``cpu=True`` to join the
-    processes over gloo (``accelerate launch --cpu`` says so itself; ``torchrun`` does not)."""
-    import os
-
-    import torch
-
-    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
-        return True
-    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def _peak_memory(device: torch.device) -> int | None:
-    """Peak accelerator memory on CUDA; elsewhere the process's peak resident memory (None if unknown)."""
-    import sys
-
-    import torch
-
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, kilobytes on Linux
-
-
-class _StopSignal:
-    """SIGINT/SIGTERM handlers that only raise a flag; the loop checks it between optimizer steps.
-
-    A second Ctrl-C raises KeyboardInterrupt at once, for when saving the checkpoint is not wanted.
-    Handlers can only be installed from the main thread; elsewhere the flag simply never rises.
-    """
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-
-
-class _Rate:
-    """Optimizer steps per second over the last few steps."""
-
-    def __init__(self, window: int = 20) -> None:
-        self.window = window
-        self.times: list[float] = []
-
-    def tick(self) -> float | None:
-        self.times = [*self.times[-self.window :], time.perf_counter()]
-        if len(self.times) < 2:
-            return None
-        return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-9)
+# The run. Setup checks everything that can be refused before a model is loaded.
 
 
 def train(
@@ -287,7 +106,7 @@ def train(
     recipe = _Recipe(request, callbacks or TrainCallbacks(), registry if registry is not None else Registry())
     try:
         recipe.setup(pipeline)
-        with _StopSignal() as stop:
+        with StopSignal() as stop:
             recipe.train(stop)
         return recipe.finish()
     finally:
@@ -341,10 +160,10 @@ class _Recipe:
             widths = model_widths_from_config(self.base, self.revision)
             if widths is not None:
                 self._check_start_fits(widths)
-        _check_report_to(request.report_to)
+        check_report_to(request.report_to)
 
         # The process group (under torchrun or accelerate launch) comes up here; only rank 0 reports.
-        cpu = _cpu_processes()
+        cpu = cpu_processes()
         state = PartialState(cpu=cpu)
         if not state.is_main_process:
             self.callbacks = TrainCallbacks()
@@ -472,13 +291,18 @@ class _Recipe:
             encoder.train()
         unet.train(config.gradient_checkpointing)
         # Channels-last convolutions: the UNet step at 256 px takes 0.87x the time in fp32 and 0.78x in bf16 on
-        # a CPU (docs/benchmarks.md), and tensor cores want this layout on a GPU. Only the layout changes.
-        to_contiguous = speed.to_channels_last(unet, vae)
+        # a CPU (docs/benchmarks.md), and tensor cores want this layout on a GPU. Only the layout changes. A UNet
+        # to be compiled stays in the default layout, the one whose compiled gradients are right
+        # (speed.COMPILE_OPTIONS); its wrapper is for the training step only, and validation runs it eagerly.
+        layouts = [speed.to_channels_last(vae)]
+        if config.compile:
+            layouts.append(speed.to_contiguous(unet))
+            self.train_unet = speed.compile_unet(unet)
+        else:
+            layouts.append(speed.to_channels_last(unet))
+            self.train_unet = unet
         if pipeline is not None:
-            self.undo.append(to_contiguous)
-        # Compiled for the training step only (a wrapper: the module itself is untouched, and validation runs
-        # it eagerly rather than compiling the sampling shapes as well).
-        self.train_unet = torch.compile(unet) if config.compile else unet
+            self.undo.extend(layouts)
         self.parts = parts
 
         # Each image and its mirror through the VAE once; then the VAE leaves the device until a validation.
@@ -667,11 +491,11 @@ class _Recipe:
 
     # --- train --------------------------------------------------------------------------------------------
 
-    def train(self, stop: _StopSignal) -> None:
+    def train(self, stop: StopSignal) -> None:
         import torch
 
         config, accelerator = self.config, self.accelerator
-        rate = _Rate()
+        rate = StepRate()
         # Batched micro-steps: one pass takes all of an optimizer step's micro-batches, drawn in the same order.
         groups = config.gradient_accumulation if self.batched else 1
         while self.step < config.steps:
@@ -839,7 +663,7 @@ class _Recipe:
             self.accelerator.log({"loss": value, "lr": self._lr()}, step=self.step)
         return value
 
-    def _stop_requested(self, stop: _StopSignal) -> bool:
+    def _stop_requested(self, stop: StopSignal) -> bool:
         if self.world == 1:
             return stop.received is not None
         # All processes must stop at the same step; agreeing costs a collective, so they ask only now and then.
@@ -996,7 +820,7 @@ class _Recipe:
             start_step=self.first_step,
             final_loss=self.last_loss,
             wall_time_s=self._wall_time(),
-            peak_memory_bytes=_peak_memory(self.device),
+            peak_memory_bytes=peak_memory(self.device),
             run_dir=self.run_dir,
             checkpoint=self.run_dir / checkpoint.CHECKPOINT_DIR,
             metrics=self.run_dir / plot.METRICS_FILE,
