@@ -43,6 +43,7 @@ ML_MODULES = (
 # What the import check runs: the CLI's own main() with the given arguments, then the ML libraries loaded.
 _PROBE = (
     "import json, sys\n"
+    "watched = json.loads(sys.argv[2])\n"
     "from tinv_cli.cli import main\n"
     "sys.argv = ['tinv', *json.loads(sys.argv[1])]\n"
     "try:\n"
@@ -50,7 +51,7 @@ _PROBE = (
     "except SystemExit:\n"
     "    pass\n"
     "sys.stdout.flush()\n"
-    "loaded = [m for m in json.loads(sys.argv[2]) if m in sys.modules]\n"
+    "loaded = [m for m in watched if m in sys.modules]\n"
     "sys.stderr.write('\\nIMPORTED ' + json.dumps(loaded) + '\\n')\n"
 )
 

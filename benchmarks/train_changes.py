@@ -299,7 +299,8 @@ def block(
         "|---|---:|---:|---:|",
     ]
     for _, label, a, b in rows:
-        lines.append(f"| {label} | {a * 1000:,.1f} | {b * 1000:,.1f} | {a / b:.2f}x |")
+        speedup = f"{a / b:,.0f}x" if a / b >= 100 else f"{a / b:.2f}x"
+        lines.append(f"| {label} | {a * 1000:,.1f} | {b * 1000:,.1f} | {speedup} |")
     lines += ["", f"Measured {time.strftime('%Y-%m-%d')}.", f"<!-- train_changes:{precision}:end -->"]
     return "\n".join(lines)
 

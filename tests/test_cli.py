@@ -204,3 +204,19 @@ def test_init_with_a_bad_concept_creates_no_project(tmp_path: Path, monkeypatch:
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: ") and "nowhere" in result.stderr
     assert not (tmp_path / "concepts.toml").exists()
+
+
+def test_tables_line_up_by_terminal_cells(capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.cells import cell_len
+
+    from tinv_cli.cli.render import table
+
+    table(["name", "token", "n"], [("cat-toy", "<cat-toy>", 1), ("猫", "<猫>", 12), ("x", None, 3)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "token", "n"]  # not a terminal: no styling codes
+    # Each column starts at the same terminal cell on every line, wide characters included.
+    starts = [
+        cell_len(line[: line.rindex(cell)]) for line, cell in zip(lines, ["n", "1", "12", "3"], strict=True)
+    ]
+    assert len(set(starts)) == 1
+    assert lines[3].startswith("x ") and "None" not in lines[3]

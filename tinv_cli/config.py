@@ -49,7 +49,7 @@ class TrainConfig:
     adam_epsilon: float = 1.0e-8
     max_grad_norm: float = 0.0  # 0 disables clipping (the reference script does not clip)
     gradient_checkpointing: bool = False
-    compile: bool = False  # torch.compile the UNet: minutes of compiling first, then faster steps on a GPU
+    compile: bool = False  # torch.compile the UNet's training step (speed.compile_unet)
     checkpoint_every: int = 500
     validation_every: int = 0  # 0: validate only at the end (when a validation prompt is set)
     num_validation_images: int = 4

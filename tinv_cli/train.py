@@ -290,8 +290,8 @@ class _Recipe:
         for encoder in encoders:
             encoder.train()
         unet.train(config.gradient_checkpointing)
-        # Channels-last convolutions: the UNet step at 256 px takes 0.87x the time in fp32 and 0.78x in bf16 on
-        # a CPU (docs/benchmarks.md), and tensor cores want this layout on a GPU. Only the layout changes. A UNet
+        # Channels-last convolutions: the UNet and text-encoder step at 256 px takes 0.92x the time in fp32 on a
+        # CPU (docs/benchmarks.md), and oneDNN's bf16 and tensor cores on a GPU want this layout. Only the layout changes. A UNet
         # to be compiled stays in the default layout, the one whose compiled gradients are right
         # (speed.COMPILE_OPTIONS); its wrapper is for the training step only, and validation runs it eagerly.
         layouts = [speed.to_channels_last(vae)]

@@ -19,13 +19,32 @@ def note(message: str) -> None:
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """Left-aligned columns two spaces apart, the header in bold on a terminal.
 
-    grid = Table(*columns, title=title, box=None, pad_edge=False, header_style="bold")
-    for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
-    Console(soft_wrap=True).print(grid)
+    Drawn by hand rather than with rich's Table, which spends about two seconds measuring 500 rows: `tinv list`
+    should take a fraction of a second with a large registry. Widths count terminal cells, so wide characters
+    in a token line up too; long lines are left to the terminal to wrap.
+    """
+    import sys
+
+    from rich.cells import cell_len
+
+    cells = [[str(column) for column in columns]]
+    cells += [["" if cell is None else str(cell) for cell in row] for row in rows]
+    widths = [max(cell_len(line[i]) for line in cells) for i in range(len(columns))]
+
+    def line(values: list[str]) -> str:
+        padded = [
+            value + " " * (width - cell_len(value)) for value, width in zip(values, widths, strict=True)
+        ]
+        return "  ".join(padded).rstrip()
+
+    bold = sys.stdout.isatty()
+    if title:
+        typer.echo(typer.style(title, bold=bold) if bold else title)
+    header = line(cells[0])
+    typer.echo(typer.style(header, bold=True) if bold else header)
+    typer.echo("\n".join(line(values) for values in cells[1:]))
 
 
 def fields(pairs: Sequence[tuple[str, Any]]) -> None:

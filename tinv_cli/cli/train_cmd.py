@@ -199,7 +199,7 @@ def train(
         bool | None,
         _opt(
             "--compile/--no-compile",
-            help="torch.compile the UNet: minutes of compiling first, then faster steps (GPU).",
+            help="torch.compile the UNet's training step: minutes of compiling first; little gain on a CPU.",
         ),
     ] = None,
     checkpoint_every: Annotated[
