@@ -23,11 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import cpu_model, markers, write_section  # this folder's shared CPU name and docs writer
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-START = "<!-- cli_speed:start -->"
-END = "<!-- cli_speed:end -->"
+START, END = markers("cli_speed")
 REGISTRY_SIZE = 500
 ML_MODULES = (
     "torch",
@@ -94,13 +95,8 @@ def imported(args: list[str], env: dict[str, str]) -> list[str]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, {platform.system()}"
+    """The machine without torch: this benchmark imports no ML library itself."""
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, {platform.system()}"
 
 
 def section(rows: list[tuple[str, list[float], list[str] | None]], repeats: int, command: str) -> str:
@@ -129,17 +125,6 @@ def section(rows: list[tuple[str, list[float], list[str] | None]], repeats: int,
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of ``path`` (between its markers), keeping every other section."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if START in old and END in old:
-        before, rest = old.split(START, 1)
-        new = before + text + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=11)
@@ -165,7 +150,7 @@ def main() -> None:
     text = section(rows, args.repeats, command)
     print(text)
     if not args.no_write:
-        write_section(ROOT / "docs" / "benchmarks.md", text)
+        write_section(ROOT / "docs" / "benchmarks.md", "cli_speed", text)
 
 
 if __name__ == "__main__":

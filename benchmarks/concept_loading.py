@@ -16,18 +16,18 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from report import machine, markers, write_section  # this folder's shared machine line and docs writer
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-START = "<!-- concept_loading:start -->"
-END = "<!-- concept_loading:end -->"
+START, END = markers("concept_loading")
 COUNTS = (1, 10, 50)
 REGISTRY_SIZE = 200
 WIDTH = 768
@@ -117,21 +117,6 @@ def measure_full_table(count: int, repeats: int) -> tuple[float, float]:
     return statistics.median(ours) * 1000, statistics.median(theirs) * 1000
 
 
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs visible (torch uses {torch.get_num_threads()} threads), "
-        f"Python {platform.python_version()}, torch {torch.__version__}, {platform.system()} {platform.release()}"
-    )
-
-
 def section(results: dict[int, dict[str, float]], repeats: int) -> str:
     lines = [
         START,
@@ -163,18 +148,6 @@ def section(results: dict[int, dict[str, float]], repeats: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of ``path`` (between its markers), keeping every other section."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if START in old and END in old:
-        before, rest = old.split(START, 1)
-        after = rest.split(END, 1)[1]
-        new = before + text + after
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -198,7 +171,7 @@ def main() -> None:
     text = section(results, args.repeats)
     print(text)
     if not args.no_write:
-        write_section(ROOT / "docs" / "benchmarks.md", text)
+        write_section(ROOT / "docs" / "benchmarks.md", "concept_loading", text)
 
 
 if __name__ == "__main__":

@@ -17,35 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from report import machine, markers, write_section  # this folder's shared machine line and docs writer
+
 ROOT = Path(__file__).resolve().parent.parent
-START = "<!-- shapes_quality:start -->"
-END = "<!-- shapes_quality:end -->"
-REBUILD_START = "<!-- shapes_rebuild:start -->"
-REBUILD_END = "<!-- shapes_rebuild:end -->"
+START, END = markers("shapes_quality")
+REBUILD_START, REBUILD_END = markers("shapes_rebuild")
 STEPS, GUIDANCE = 20, 7.5
 TINV = [sys.executable, "-m", "tinv_cli"]
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs visible (torch uses {torch.get_num_threads()} threads), "
-        f"Python {platform.python_version()}, torch {torch.__version__}, {platform.system()} {platform.release()}"
-    )
 
 
 def model_folder(model: str) -> Path:
@@ -173,17 +157,6 @@ def recovery_table(rows: list[dict[str, object]]) -> list[str]:
     return lines
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of ``path`` (between its markers), keeping every other section."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if START in old and END in old:
-        before, rest = old.split(START, 1)
-        new = before + text + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-prompt", type=int, default=16)
@@ -248,27 +221,15 @@ def main() -> None:
     if not shipped:
         # The rebuild's own section, kept apart from the shipped model's figures; text outside it is by hand.
         text = REBUILD_START + "\n" + "\n".join(measured) + "\n" + REBUILD_END
-        old = doc.read_text(encoding="utf-8")
-        if REBUILD_START in old and REBUILD_END in old:
-            before, rest = old.split(REBUILD_START, 1)
-            old_tail = rest.split(REBUILD_END, 1)[1]
-            doc.write_text(before + text + old_tail, encoding="utf-8")
-        else:
-            heading = "## The model rebuilt from scratch\n\n"
-            doc.write_text(old.rstrip("\n") + "\n\n" + heading + text + "\n", encoding="utf-8")
+        write_section(doc, "shapes_rebuild", text, heading="## The model rebuilt from scratch\n\n")
         return
-    old = doc.read_text(encoding="utf-8") if doc.exists() else ""
-    # The text above the markers is written by hand; only the measured part is replaced.
-    head = (
-        old.split(START)[0]
-        if START in old
-        else (old.rstrip("\n") + "\n\n" if old else "# The shapes model\n\n")
-    )
-    tail = old.split(END, 1)[1] if END in old else "\n"  # what follows (the rebuild's section) is kept
-    doc.write_text(head + START + "\n" + "\n".join(measured) + "\n" + END + tail, encoding="utf-8")
+    # The text around the markers is written by hand; only the measured part is replaced.
+    text = START + "\n" + "\n".join(measured) + "\n" + END
+    write_section(doc, "shapes_quality", text, title="# The shapes model")
     summary_fid = sum(int(r["correct"]) for r in fid) / sum(int(r["samples"]) for r in fid)  # type: ignore[call-overload]
     write_section(
         ROOT / "docs" / "benchmarks.md",
+        "shapes_quality",
         "\n".join(
             [
                 START,

@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from report import cpu_model, markers, write_section  # this folder's shared CPU name and docs writer
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -517,14 +519,8 @@ def machine(device_type: str) -> str:
 
     if device_type == "cuda":
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs (torch uses {torch.get_num_threads()} threads, "
+        f"{cpu_model()}, {os.cpu_count()} logical CPUs (torch uses {torch.get_num_threads()} threads, "
         f"vector unit {torch.backends.cpu.get_cpu_capability()}), Python {platform.python_version()}, "
         f"torch {torch.__version__}, {platform.system()} {platform.release()}"
     )
@@ -672,7 +668,7 @@ def write_blocks(path: Path, name: str, header: str, blocks: dict[str, str]) -> 
     other sections of the file are left as they are."""
     import re
 
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    start, end = markers(name)
     old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     kept: dict[str, str] = {}
     if start in old and end in old:
@@ -682,12 +678,7 @@ def write_blocks(path: Path, name: str, header: str, blocks: dict[str, str]) -> 
     kept.update(blocks)
     order = sorted(kept, key=lambda p: list(DTYPES).index(p) if p in DTYPES else len(DTYPES))
     text = "\n".join([start, header, "", *("\n\n".join(kept[p] for p in order).splitlines()), end])
-    if start in old and end in old:
-        before, rest = old.split(start, 1)
-        new = before + text + rest.split(end, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new, encoding="utf-8")
+    write_section(path, name, text)
     return text
 
 

@@ -9,7 +9,7 @@ The tokenizer is the shipped one in ``tests/assets/tokenizer`` (see ``tests/asse
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -33,6 +33,24 @@ SCHEDULER_CONFIG: dict[str, object] = {
 }
 
 
+def tiny_vae(**config: Any) -> Any:
+    """The tiny pipelines' VAE (16x16 latents of 4 channels from 32x32 images), with ``config`` on top."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=IMAGE_SIZE,
+        **config,
+    )
+
+
 def build_tiny_pipeline(
     width: int = 32, *, seed: int = 0, prediction_type: str = "epsilon"
 ) -> StableDiffusionPipeline:
@@ -41,7 +59,7 @@ def build_tiny_pipeline(
     The same arguments give bit-identical weights. The caller's global RNG state is left as it was.
     """
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
@@ -75,17 +93,7 @@ def build_tiny_pipeline(
             norm_num_groups=32,
         )
         torch.manual_seed(seed + 2)
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=32,
-            sample_size=IMAGE_SIZE,
-        )
+        vae = tiny_vae()
     scheduler = PNDMScheduler(**SCHEDULER_CONFIG, prediction_type=prediction_type)
     for model in (text_encoder, unet, vae):
         # from_pretrained hands back models in eval mode; match it so a built and a loaded pipeline agree.
@@ -143,7 +151,6 @@ def build_tiny_sdxl_pipeline(
     """
     import torch
     from diffusers import (
-        AutoencoderKL,
         EulerDiscreteScheduler,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
@@ -191,18 +198,7 @@ def build_tiny_sdxl_pipeline(
             norm_num_groups=32,
         )
         torch.manual_seed(seed + 3)
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=32,
-            sample_size=IMAGE_SIZE,
-            scaling_factor=0.13025,
-        )
+        vae = tiny_vae(scaling_factor=0.13025)  # SDXL's
     scheduler = EulerDiscreteScheduler(**SDXL_SCHEDULER_CONFIG, prediction_type=prediction_type)
     for model in (text_encoder, text_encoder_2, unet, vae):
         model.eval()

@@ -149,7 +149,8 @@ def _prompts(entry: Entry) -> tuple[str, str | None]:
     return template.format(entry.token), template.format(initializer) if initializer else None
 
 
-def _generate(pipe: Any, entry: Entry, prompt: str, options: EvalOptions, size: int) -> list[Image.Image]:
+def _generate(pipe: Any, entry: Entry, prompt: str, options: EvalOptions) -> list[Image.Image]:
+    """``options.samples`` images of ``prompt`` at the model's own size."""
     from tinv_cli import loader
     from tinv_cli.shapes.measure import generate
 
@@ -160,7 +161,7 @@ def _generate(pipe: Any, entry: Entry, prompt: str, options: EvalOptions, size: 
         steps=options.steps,
         guidance=options.guidance,
         seed=options.seed,
-        size=size,
+        size=pipe.unet.config.sample_size * pipe.vae_scale_factor,
     )
 
 
@@ -183,15 +184,14 @@ def _judge_eval(
 
     target, _ = Counter(label(v) for v in judge.classify(train)).most_common(1)[0]
     prompt, baseline_prompt = _prompts(entry)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     say(f"sampling {options.samples} images of {prompt!r}")
-    samples = _generate(pipe, entry, prompt, options, size)
+    samples = _generate(pipe, entry, prompt, options)
     verdicts = [label(v) for v in judge.classify(samples)]
     scores = {"concept_accuracy": verdicts.count(target) / len(verdicts)}
     baseline: list[Image.Image] = []
     if baseline_prompt is not None:
         say(f"sampling {options.samples} images of {baseline_prompt!r} (the initializer alone)")
-        baseline = _generate(pipe, entry, baseline_prompt, options, size)
+        baseline = _generate(pipe, entry, baseline_prompt, options)
         scores["baseline_accuracy"] = [label(v) for v in judge.classify(baseline)].count(target) / len(
             baseline
         )
@@ -218,9 +218,8 @@ def _clip_eval(
 ) -> EvalResult:
     model, processor = _load_clip(options.clip_model)
     prompt, _ = _prompts(entry)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     say(f"sampling {options.samples} images of {prompt!r}")
-    samples = _generate(pipe, entry, prompt, options, size)
+    samples = _generate(pipe, entry, prompt, options)
     # The paper scores the text without the concept: how well the rest of the prompt is still followed.
     text = " ".join(prompt.replace(entry.token, " ").split())
     scores = clip_scores(model, processor, samples, train, text)

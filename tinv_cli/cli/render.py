@@ -18,7 +18,7 @@ def note(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Left-aligned columns two spaces apart, the header in bold on a terminal.
 
     Drawn by hand rather than with rich's Table, which spends about two seconds measuring 500 rows: `tinv list`
@@ -39,12 +39,10 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str |
         ]
         return "  ".join(padded).rstrip()
 
-    bold = sys.stdout.isatty()
-    if title:
-        typer.echo(typer.style(title, bold=bold) if bold else title)
     header = line(cells[0])
-    typer.echo(typer.style(header, bold=True) if bold else header)
-    typer.echo("\n".join(line(values) for values in cells[1:]))
+    typer.echo(typer.style(header, bold=True) if sys.stdout.isatty() else header)
+    for values in cells[1:]:
+        typer.echo(line(values))
 
 
 def fields(pairs: Sequence[tuple[str, Any]]) -> None:
