@@ -61,7 +61,7 @@ def populate(count: int) -> None:
     import torch
 
     from tinv_cli.embedding import Embedding
-    from tinv_cli.registry import Registry
+    from tinv_cli.registry.store import Registry
 
     registry = Registry()
     generator = torch.Generator().manual_seed(0)

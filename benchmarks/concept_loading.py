@@ -48,8 +48,8 @@ def populate(registry, count: int) -> None:
 
 
 def measure(registry, pipe, count: int, repeats: int) -> dict[str, float]:
-    from tinv_cli import loader
-    from tinv_cli.prompt_concepts import resolve_concepts
+    from tinv_cli.sampling import loader
+    from tinv_cli.sampling.prompt import resolve_concepts
 
     # Spread over the registry, so the words are not all at the front of its listing.
     step = REGISTRY_SIZE // count
@@ -83,7 +83,7 @@ def measure_full_table(count: int, repeats: int) -> tuple[float, float]:
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from tinv_cli.loader import _grow_input_embeddings
+    from tinv_cli.sampling.loader import _grow_input_embeddings
 
     encoder = CLIPTextModel(
         CLIPTextConfig(
@@ -157,7 +157,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         os.environ["TINV_HOME"] = home
         from tests.tiny import build_tiny_pipeline
-        from tinv_cli.registry import Registry
+        from tinv_cli.registry.store import Registry
 
         registry = Registry()
         populate(registry, REGISTRY_SIZE)

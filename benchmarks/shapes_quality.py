@@ -33,7 +33,7 @@ TINV = [sys.executable, "-m", "tinv_cli"]
 
 
 def model_folder(model: str) -> Path:
-    from tinv_cli.models import builtin_folder
+    from tinv_cli.models.refs import builtin_folder
 
     folder = builtin_folder(model) if model.startswith("builtin:") else Path(model).resolve()
     if folder is None or not (folder / "judge" / "judge.json").is_file():
@@ -42,7 +42,7 @@ def model_folder(model: str) -> Path:
 
 
 def fidelity(model: str, per_prompt: int) -> list[dict[str, object]]:
-    from tinv_cli.models import load_pipeline
+    from tinv_cli.models.loading import load_pipeline
     from tinv_cli.shapes.judge import load_judge
     from tinv_cli.shapes.measure import prompt_fidelity
 

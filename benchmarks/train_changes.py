@@ -105,7 +105,7 @@ class Bench:
     # --- the rows -------------------------------------------------------------------------------------------
 
     def channels_last(self, rounds: int) -> tuple[float, float]:
-        from tinv_cli.speed import to_channels_last
+        from tinv_cli.training.speed import to_channels_last
 
         step = self.model_step()
         undo: list[Callable[[], None]] = []
@@ -123,7 +123,7 @@ class Bench:
         return alternate(default, nhwc, rounds, self.sync)
 
     def latents(self, rounds: int) -> tuple[float, float]:
-        from tinv_cli.inversion import encode_latents
+        from tinv_cli.training.inversion import encode_latents
 
         torch = self.torch
         pixels = torch.rand(1, 3, self.resolution, self.resolution) * 2 - 1
@@ -177,8 +177,8 @@ class Bench:
         import numpy as np
         from PIL import Image
 
-        from tinv_cli.data import SampleStream
-        from tinv_cli.templates import OBJECT_TEMPLATES
+        from tinv_cli.training.data import SampleStream
+        from tinv_cli.training.templates import OBJECT_TEMPLATES
 
         torch = self.torch
         image = self.work / "0.png"
@@ -209,7 +209,7 @@ class Bench:
         return alternate(accumulate, four, rounds, self.sync)
 
     def compiled(self, rounds: int) -> tuple[float, float, float]:
-        from tinv_cli import speed
+        from tinv_cli.training import speed
 
         # As the trainer compiles: the UNet in the default layout, with speed.COMPILE_OPTIONS.
         speed.to_contiguous(self.unet)
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> list[tuple[str,
                     # Every other row runs once, at the first precision, in tinv's layout.
                     if precision != args.precisions[0]:
                         continue
-                    from tinv_cli.speed import to_channels_last
+                    from tinv_cli.training.speed import to_channels_last
 
                     to_channels_last(bench.unet, bench.vae)
                 a, b = getattr(bench, key)(args.rounds)

@@ -10,7 +10,7 @@ Three ways to take one optimisation step (batch 1, no gradient accumulation), si
   ``latent_dist.sample()``, text encoder, UNet, MSE loss, backward, AdamW over the whole token-embedding matrix,
   the restore of every row but the placeholder's, and ``loss.item()`` for the log; its precision handling
   (UNet and VAE in the weight dtype, the text encoder in fp32 under accelerate's autocast);
-- (b) tinv's trainer: ``tinv_cli.train.train`` itself on the in-memory pipeline, timed through its callbacks;
+- (b) tinv's trainer: ``tinv_cli.training.recipe.train`` itself on the in-memory pipeline, timed through its callbacks;
 - (c) the floor: the text encoder and UNet forward and backward alone, set up as tinv sets them up (dtype,
   memory format), on fixed inputs: no data, no VAE, no optimizer.
 
@@ -251,7 +251,7 @@ class ExampleDataset:
     def __init__(self, image: Path, tokenizer: Any, size: int, placeholder: str) -> None:
         import random
 
-        from tinv_cli.templates import OBJECT_TEMPLATES
+        from tinv_cli.training.templates import OBJECT_TEMPLATES
 
         self.image, self.tokenizer, self.size, self.placeholder = image, tokenizer, size, placeholder
         self.templates = OBJECT_TEMPLATES
@@ -380,9 +380,9 @@ def run_tinv(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str, 
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from tinv_cli.config import Concept, ModelConfig, Project, TrainConfig
-    from tinv_cli.registry import Registry
-    from tinv_cli.train import TrainCallbacks, TrainRequest, train
+    from tinv_cli.project.config import Concept, ModelConfig, Project, TrainConfig
+    from tinv_cli.registry.store import Registry
+    from tinv_cli.training.recipe import TrainCallbacks, TrainRequest, train
 
     os.environ["TINV_HOME"] = str(work / "home")
     dtype = getattr(torch, DTYPES[args.precision])
@@ -443,7 +443,7 @@ def run_floor(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str,
     import torch
     import torch.nn.functional as F
 
-    from tinv_cli import speed
+    from tinv_cli.training import speed
 
     device = lock.device
     dtype = getattr(torch, DTYPES[args.precision])
@@ -529,7 +529,7 @@ def machine(device_type: str) -> str:
 def plan(args: argparse.Namespace, precision: str) -> tuple[int, int]:
     """Timed and warm-up steps for ``precision``: as asked, else 5 after 1; 1 after none for bf16 on a CPU
     without bf16 instructions, where one step of the example takes several minutes."""
-    from tinv_cli.speed import cpu_has_bf16
+    from tinv_cli.training.speed import cpu_has_bf16
 
     slow = args.device_type == "cpu" and precision == "bf16" and not cpu_has_bf16()
     steps = args.steps if args.steps is not None else (1 if slow else 5)
@@ -614,7 +614,7 @@ def section_header(args: argparse.Namespace) -> str:
             "and random weights: (a) the diffusers example's per-step work reimplemented faithfully (the dataset",
             "item, VAE encode every step, AdamW over the 49,409-row token table and the restore of every other",
             "row, `loss.item()` every step, UNet and VAE in the weight dtype and the text encoder in fp32 under",
-            "autocast), (b) `tinv train`'s own code (`tinv_cli.train.train` on the in-memory pipeline), (c) the",
+            "autocast), (b) `tinv train`'s own code (`tinv_cli.training.recipe.train` on the in-memory pipeline), (c) the",
             "floor: text encoder and UNet forward and backward alone, on fixed inputs, laid out as tinv lays them",
             "out. Each variant runs in its own process and the three take their steps in turn (lockstep), so a",
             "change in the machine's load hits all three alike. Seconds per step: the median of the timed steps",

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tinv_cli.data import (
+from tinv_cli.errors import DataError
+from tinv_cli.training.data import (
     SampleStream,
     derive_seed,
     fingerprint,
@@ -19,8 +20,7 @@ from tinv_cli.data import (
     read_caption,
     to_pixels,
 )
-from tinv_cli.errors import DataError
-from tinv_cli.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES, prompts_for
+from tinv_cli.training.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES, prompts_for
 
 
 def _save(path: Path, color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 64)) -> Path:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from tinv_cli.cli import app
 from tinv_cli.embedding import Embedding
-from tinv_cli.registry import Registry
+from tinv_cli.registry.store import Registry
 from tinv_cli.shapes import world
 
 runner = CliRunner()
@@ -37,7 +37,7 @@ def _register(name: str, vector: object, images: list[Path], base: str, initiali
 
 
 def test_eval_on_builtin_shapes_judges_samples_against_the_initializer(tmp_path: Path) -> None:
-    from tinv_cli.models import load_pipeline
+    from tinv_cli.models.loading import load_pipeline
 
     pipe = load_pipeline("builtin:shapes")
     table = pipe.text_encoder.get_input_embeddings().weight

@@ -9,8 +9,8 @@ import pytest
 
 from tests.tiny import build_tiny_pipeline
 from tinv_cli.embedding import Embedding, token_names
-from tinv_cli.registry import Registry
-from tinv_cli.transfer import export_entry
+from tinv_cli.registry.store import Registry
+from tinv_cli.registry.transfer import export_entry
 
 
 @pytest.mark.parametrize("vectors", [1, 3])

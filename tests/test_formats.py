@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tinv_cli import formats
 from tinv_cli.embedding import Embedding
 from tinv_cli.errors import FormatError
+from tinv_cli.formats import detect, writers
 
 TOKEN = "<cat-toy>"
 WIDTHS = [(768,), (1024,), (768, 1280)]
@@ -74,16 +74,16 @@ def a1111_load_from_file(path: Path) -> dict[str, object]:
 # Round trips
 
 
-@pytest.mark.parametrize("fmt", formats.EXPORT_FORMATS)
+@pytest.mark.parametrize("fmt", writers.EXPORT_FORMATS)
 @pytest.mark.parametrize("widths", WIDTHS, ids=lambda w: "+".join(map(str, w)))
 @pytest.mark.parametrize("n", [1, 4])
 def test_export_then_import_is_exact(tmp_path: Path, fmt: str, widths: tuple[int, ...], n: int) -> None:
     emb = make(widths, n)
     out = out_path(tmp_path, fmt, emb)
-    written = formats.write(emb, fmt, out)
+    written = writers.write(emb, fmt, out)
     assert written and all(p.is_file() for p in written)
 
-    imported = formats.read(out)
+    imported = detect.read(out)
 
     assert imported.embedding.token == TOKEN
     assert imported.embedding.num_vectors == n
@@ -98,8 +98,8 @@ def test_export_then_import_is_exact(tmp_path: Path, fmt: str, widths: tuple[int
 
 def test_a1111_keeps_all_16_vectors(tmp_path: Path) -> None:
     emb = make((768,), 16, token="sixteen")
-    formats.write(emb, "a1111", tmp_path / "sixteen.pt", meta={"step": 3000})
-    imported = formats.read(tmp_path / "sixteen.pt")
+    writers.write(emb, "a1111", tmp_path / "sixteen.pt", meta={"step": 3000})
+    imported = detect.read(tmp_path / "sixteen.pt")
     assert imported.embedding.num_vectors == 16
     assert imported.embedding.equal(emb)
     assert imported.meta["step"] == 3000
@@ -119,7 +119,7 @@ def test_import_then_export_then_import_from_a_foreign_a1111_file(tmp_path: Path
         },
         source,
     )
-    first = formats.read(source)
+    first = detect.read(source)
     assert first.format == "a1111"
     assert first.embedding.token == "style-thing"
     assert first.meta == {
@@ -128,10 +128,10 @@ def test_import_then_export_then_import_from_a_foreign_a1111_file(tmp_path: Path
         "sd_checkpoint": "a9263745",
         "sd_checkpoint_name": "v1-5-pruned",
     }
-    for fmt in formats.EXPORT_FORMATS:
+    for fmt in writers.EXPORT_FORMATS:
         out = out_path(tmp_path / fmt, fmt, first.embedding, token="style-thing")
-        formats.write(first.embedding, fmt, out)
-        again = formats.read(out)
+        writers.write(first.embedding, fmt, out)
+        again = detect.read(out)
         assert again.embedding.equal(first.embedding), fmt
         assert torch.equal(again.embedding.vectors[0], vec.detach())
 
@@ -140,7 +140,7 @@ def test_old_textual_inversion_parameterdict_file_is_read(tmp_path: Path) -> Non
     params = torch.nn.ParameterDict({"*": torch.nn.Parameter(torch.randn(2, 768))})
     path = tmp_path / "old.pt"
     torch.save({"string_to_token": {"*": 265}, "string_to_param": params}, path)
-    imported = formats.read(path)
+    imported = detect.read(path)
     assert imported.embedding.token == "old"
     assert torch.equal(imported.embedding.vectors[0], params["*"].detach())
 
@@ -165,7 +165,7 @@ def test_concepts_library_folder_with_1d_bin(tmp_path: Path) -> None:
     vector = torch.randn(768)
     folder = concept_folder(tmp_path, vector)
 
-    imported = formats.read(folder)
+    imported = detect.read(folder)
 
     assert imported.format == "concepts-library"
     assert imported.source == folder
@@ -175,7 +175,7 @@ def test_concepts_library_folder_with_1d_bin(tmp_path: Path) -> None:
     assert imported.embedding.num_vectors == 1
     assert torch.equal(imported.embedding.vectors[0][0], vector)
 
-    via_file = formats.read(folder / "learned_embeds.bin")
+    via_file = detect.read(folder / "learned_embeds.bin")
     assert via_file.format == "concepts-library"
     assert via_file.kind == "style"
     assert via_file.embedding.equal(imported.embedding)
@@ -184,7 +184,7 @@ def test_concepts_library_folder_with_1d_bin(tmp_path: Path) -> None:
 def test_concepts_library_prefers_safetensors(tmp_path: Path) -> None:
     in_bin, in_safetensors = torch.randn(768), torch.randn(1, 768)
     folder = concept_folder(tmp_path, in_bin, safetensors=in_safetensors)
-    imported = formats.read(folder)
+    imported = detect.read(folder)
     assert torch.equal(imported.embedding.vectors[0], in_safetensors)
 
 
@@ -192,10 +192,10 @@ def test_concepts_library_token_file_wins_over_key_and_key_is_the_fallback(tmp_p
     folder = tmp_path / "concept"
     folder.mkdir()
     torch.save({"<key-token>": torch.randn(768)}, folder / "learned_embeds.bin")
-    assert formats.read(folder).embedding.token == "<key-token>"
-    assert formats.read(folder).kind is None
+    assert detect.read(folder).embedding.token == "<key-token>"
+    assert detect.read(folder).kind is None
     (folder / "token_identifier.txt").write_text("<file-token>\n")
-    assert formats.read(folder).embedding.token == "<file-token>"
+    assert detect.read(folder).embedding.token == "<file-token>"
 
 
 def test_write_concepts_library_layout(tmp_path: Path) -> None:
@@ -207,7 +207,7 @@ def test_write_concepts_library_layout(tmp_path: Path) -> None:
     one = make((768,), 1)
     folder = tmp_path / "entry"
 
-    written = formats.write_concepts_library(one, folder, kind="style", images=images, readme="# cat toy\n")
+    written = writers.write_concepts_library(one, folder, kind="style", images=images, readme="# cat toy\n")
 
     assert sorted(p.relative_to(folder).as_posix() for p in written) == sorted(
         [
@@ -231,22 +231,22 @@ def test_write_concepts_library_layout(tmp_path: Path) -> None:
     assert (folder / "type_of_concept.txt").read_text() == "style"
     assert (folder / "concept_images" / "b.jpg").read_bytes() == b"b.jpg"
     assert (folder / "README.md").read_text() == "# cat toy\n"
-    assert formats.read_entry_embedding(folder).equal(one)
+    assert detect.read_entry_embedding(folder).equal(one)
 
 
 def test_write_concepts_library_multi_vector_and_sdxl(tmp_path: Path) -> None:
     four = make((1024,), 4)
-    formats.write_concepts_library(four, tmp_path / "four")
+    writers.write_concepts_library(four, tmp_path / "four")
     bin_data = torch.load(tmp_path / "four" / "learned_embeds.bin", weights_only=True)
     assert bin_data[TOKEN].shape == (4, 1024)
 
     sdxl = make((768, 1280), 2)
-    written = formats.write_concepts_library(sdxl, tmp_path / "xl")
+    written = writers.write_concepts_library(sdxl, tmp_path / "xl")
     assert not (tmp_path / "xl" / "learned_embeds.bin").exists()
     assert tmp_path / "xl" / "learned_embeds.bin" not in written
     safe = load_file(str(tmp_path / "xl" / "learned_embeds.safetensors"))
     assert {k: tuple(v.shape) for k, v in safe.items()} == {"clip_l": (2, 768), "clip_g": (2, 1280)}
-    assert formats.read_entry_embedding(tmp_path / "xl").equal(sdxl)
+    assert detect.read_entry_embedding(tmp_path / "xl").equal(sdxl)
 
 
 # Files have the keys and shapes the other tools expect
@@ -255,7 +255,7 @@ def test_write_concepts_library_multi_vector_and_sdxl(tmp_path: Path) -> None:
 def test_a1111_file_loads_as_a1111_reads_it(tmp_path: Path) -> None:
     emb = make((768,), 3, token="my-style")
     path = tmp_path / "my-style.pt"
-    formats.write(emb, "a1111", path, meta={"step": 500, "sd_checkpoint_name": "v1-5"})
+    writers.write(emb, "a1111", path, meta={"step": 500, "sd_checkpoint_name": "v1-5"})
 
     raw = torch.load(path, map_location="cpu", weights_only=True)
     assert raw["string_to_token"] == {"*": 265}
@@ -273,7 +273,7 @@ def test_a1111_file_loads_as_a1111_reads_it(tmp_path: Path) -> None:
 def test_a1111_sdxl_file_loads_as_a1111_reads_it(tmp_path: Path) -> None:
     emb = make((768, 1280), 2, token="xl-style")
     path = tmp_path / "xl-style.safetensors"
-    formats.write(emb, "a1111", path)
+    writers.write(emb, "a1111", path)
     loaded = a1111_load_from_file(path)
     assert loaded["name"] == "xl-style"
     assert loaded["vectors"] == 2 and loaded["shape"] == 768 + 1280
@@ -283,24 +283,24 @@ def test_a1111_sdxl_file_loads_as_a1111_reads_it(tmp_path: Path) -> None:
 
 def test_kohya_and_diffusers_keys_and_shapes(tmp_path: Path) -> None:
     emb = make((768,), 2)
-    formats.write(emb, "kohya", tmp_path / "k.safetensors")
+    writers.write(emb, "kohya", tmp_path / "k.safetensors")
     kohya = load_file(str(tmp_path / "k.safetensors"))
     assert {k: tuple(v.shape) for k, v in kohya.items()} == {"emb_params": (2, 768)}
 
     sdxl = make((768, 1280), 3)
-    formats.write(sdxl, "kohya", tmp_path / "kxl.safetensors")
+    writers.write(sdxl, "kohya", tmp_path / "kxl.safetensors")
     kohya_xl = load_file(str(tmp_path / "kxl.safetensors"))
     assert {k: tuple(v.shape) for k, v in kohya_xl.items()} == {"clip_l": (3, 768), "clip_g": (3, 1280)}
 
-    formats.write(emb, "diffusers", tmp_path / "d.safetensors")
+    writers.write(emb, "diffusers", tmp_path / "d.safetensors")
     diffusers = load_file(str(tmp_path / "d.safetensors"))
     assert {k: tuple(v.shape) for k, v in diffusers.items()} == {TOKEN: (2, 768)}
 
-    formats.write(emb, "diffusers", tmp_path / "d.bin")
+    writers.write(emb, "diffusers", tmp_path / "d.bin")
     diffusers_bin = torch.load(tmp_path / "d.bin", weights_only=True)
     assert {k: tuple(v.shape) for k, v in diffusers_bin.items()} == {TOKEN: (2, 768)}
 
-    written = formats.write(sdxl, "diffusers", tmp_path / "dxl")
+    written = writers.write(sdxl, "diffusers", tmp_path / "dxl")
     assert [p.name for p in written] == ["learned_embeds.safetensors", "learned_embeds_2.safetensors"]
     first, second = (load_file(str(p)) for p in written)
     assert {k: tuple(v.shape) for k, v in first.items()} == {TOKEN: (3, 768)}
@@ -308,23 +308,23 @@ def test_kohya_and_diffusers_keys_and_shapes(tmp_path: Path) -> None:
 
 
 def test_write_leaves_no_temporary_files(tmp_path: Path) -> None:
-    for fmt in formats.EXPORT_FORMATS:
-        formats.write(make((768,), 1), fmt, out_path(tmp_path / fmt, fmt, make((768,), 1)))
+    for fmt in writers.EXPORT_FORMATS:
+        writers.write(make((768,), 1), fmt, out_path(tmp_path / fmt, fmt, make((768,), 1)))
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_write_errors(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="unknown export format 'sdxl'"):
-        formats.write(make((768,), 1), "sdxl", tmp_path / "x.safetensors")
+        writers.write(make((768,), 1), "sdxl", tmp_path / "x.safetensors")
     three = Embedding(TOKEN, (torch.zeros(1, 8), torch.zeros(1, 8), torch.zeros(1, 8)))
     with pytest.raises(FormatError, match="3 text encoders"):
-        formats.write(three, "kohya", tmp_path / "x.safetensors")
+        writers.write(three, "kohya", tmp_path / "x.safetensors")
     with pytest.raises(FormatError, match=r"\.pt"):
-        formats.write(make((768,), 1), "a1111", tmp_path / "x.safetensors")
+        writers.write(make((768,), 1), "a1111", tmp_path / "x.safetensors")
     with pytest.raises(FormatError, match="folder"):
-        formats.write(make((768, 1280), 1), "diffusers", tmp_path / "x.safetensors")
+        writers.write(make((768, 1280), 1), "diffusers", tmp_path / "x.safetensors")
     with pytest.raises(FormatError, match="kind"):
-        formats.write(make((768,), 1), "concepts-library", tmp_path / "c", kind="person")
+        writers.write(make((768,), 1), "concepts-library", tmp_path / "c", kind="person")
 
 
 # Inputs that must be refused
@@ -349,7 +349,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path: Path, writer: str) -> None:
         path.write_bytes(pickle.dumps(payload, protocol=2))
 
     with pytest.raises(FormatError, match="refused") as info:
-        formats.read(path)
+        detect.read(path)
 
     assert str(path) in info.value.message
     assert "never executes" in info.value.message
@@ -386,7 +386,7 @@ def test_bad_files_are_format_errors(tmp_path: Path) -> None:
     }
     for path, words in cases.items():
         with pytest.raises(FormatError, match=words) as info:
-            formats.read(path)
+            detect.read(path)
         assert str(path) in info.value.message
         assert info.value.hint
 
@@ -421,7 +421,7 @@ def test_bad_contents_are_format_errors(tmp_path: Path) -> None:
         else:
             torch.save(data, path)
         with pytest.raises(FormatError, match=words) as info:
-            formats.read(path)
+            detect.read(path)
         assert str(path) in info.value.message, name
 
 
@@ -433,7 +433,7 @@ def test_half_precision_is_read_as_float32(tmp_path: Path) -> None:
         source = torch.randn(2, 768).to(dtype)
         path = tmp_path / f"{dtype}.safetensors"
         save_file({"emb_params": source}, str(path))
-        vectors = formats.read(path).embedding.vectors[0]
+        vectors = detect.read(path).embedding.vectors[0]
         assert vectors.dtype == torch.float32
         assert torch.equal(vectors, source.float())
 
@@ -441,15 +441,15 @@ def test_half_precision_is_read_as_float32(tmp_path: Path) -> None:
 def test_token_override_and_a1111_stem(tmp_path: Path) -> None:
     path = tmp_path / "file-stem.pt"
     torch.save({"string_to_param": {"*": torch.randn(1, 768)}, "name": "stored-name"}, path)
-    assert formats.read(path).embedding.token == "file-stem"
-    assert formats.read(path, token="<mine>").embedding.token == "<mine>"
+    assert detect.read(path).embedding.token == "file-stem"
+    assert detect.read(path, token="<mine>").embedding.token == "<mine>"
 
     spaced = tmp_path / "my style.pt"
     torch.save({"string_to_param": {"*": torch.randn(1, 768)}}, spaced)
     with pytest.raises(FormatError, match="whitespace") as info:
-        formats.read(spaced)
+        detect.read(spaced)
     assert "--token" in (info.value.hint or "")
-    assert formats.read(spaced, token="<my-style>").embedding.token == "<my-style>"
+    assert detect.read(spaced, token="<my-style>").embedding.token == "<my-style>"
 
 
 def test_split_diffusers_form_is_merged_in_index_order(tmp_path: Path) -> None:
@@ -460,7 +460,7 @@ def test_split_diffusers_form_is_merged_in_index_order(tmp_path: Path) -> None:
     torch.save(split, tmp_path / "split.bin")
     save_file(split, str(tmp_path / "split.safetensors"))
     for name in ("split.bin", "split.safetensors"):
-        imported = formats.read(tmp_path / name)
+        imported = detect.read(tmp_path / name)
         assert imported.format == "diffusers"
         assert imported.embedding.token == "<t>"
         assert torch.equal(imported.embedding.vectors[0], rows)
@@ -471,7 +471,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytes
 
     out = tmp_path / "kept.safetensors"
     before = make((768,), 1)
-    formats.write(before, "kohya", out)
+    writers.write(before, "kohya", out)
 
     def disk_full(tensors: dict[str, torch.Tensor], filename: str, metadata: object = None) -> None:
         Path(filename).write_bytes(b"partial")
@@ -479,9 +479,9 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
     with pytest.raises(OSError):
-        formats.write(make((768,), 1, seed=1), "kohya", out)
+        writers.write(make((768,), 1, seed=1), "kohya", out)
 
-    assert formats.read(out, token=TOKEN).embedding.equal(before)
+    assert detect.read(out, token=TOKEN).embedding.equal(before)
     assert [p.name for p in tmp_path.iterdir()] == ["kept.safetensors"]
 
 
@@ -489,15 +489,15 @@ def test_format_is_detected_by_content_not_suffix(tmp_path: Path) -> None:
     emb = make((768,), 2)
     looks_like_pickle = tmp_path / "really-safetensors.bin"
     save_file({"emb_params": emb.vectors[0]}, str(looks_like_pickle))
-    assert formats.read(looks_like_pickle).format == "kohya"
-    assert formats.read(looks_like_pickle).embedding.vectors[0].equal(emb.vectors[0])
+    assert detect.read(looks_like_pickle).format == "kohya"
+    assert detect.read(looks_like_pickle).embedding.vectors[0].equal(emb.vectors[0])
 
     looks_like_safetensors = tmp_path / "really-pickle.safetensors"
     torch.save({TOKEN: emb.vectors[0]}, looks_like_safetensors)
-    assert formats.read(looks_like_safetensors).embedding.equal(emb)
+    assert detect.read(looks_like_safetensors).embedding.equal(emb)
 
 
 def test_safetensors_metadata_is_kept(tmp_path: Path) -> None:
     path = tmp_path / "kohya-made.safetensors"
     save_file({"emb_params": torch.randn(1, 768)}, str(path), metadata={"ss_steps": "1000"})
-    assert formats.read(path).meta["safetensors_metadata"] == {"ss_steps": "1000"}
+    assert detect.read(path).meta["safetensors_metadata"] == {"ss_steps": "1000"}

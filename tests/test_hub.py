@@ -26,8 +26,8 @@ from tests.hubserver import LocalHub
 if TYPE_CHECKING:
     import torch
 
-    from tinv_cli.registry import Entry, Registry
-    from tinv_cli.sample import SampleResult
+    from tinv_cli.registry.store import Entry, Registry
+    from tinv_cli.sampling.sample import SampleResult
 
 ALICE = "hf_aliceSecretToken0001"
 BOB = "hf_bobSecretToken0002"
@@ -131,7 +131,7 @@ def _torch_bytes(obj: object) -> bytes:
 
 
 def _registry(home: Path) -> Registry:
-    from tinv_cli.registry import Registry
+    from tinv_cli.registry.store import Registry
 
     return Registry(home)
 
@@ -158,7 +158,7 @@ def _add_entry(name: str, token: str, kind: str, tmp_path: Path) -> Entry:
 
 
 def _sample(home: Path, prompt: str, model_dir: Path) -> SampleResult:
-    from tinv_cli.sample import generate
+    from tinv_cli.sampling.sample import generate
 
     return generate(prompt, registry=_registry(home), model=str(model_dir), steps=2, seed=3, device="cpu")
 
@@ -495,7 +495,7 @@ def test_network_down(hub: LocalHub) -> None:
     ],
 )
 def test_parse_repo_ref(text: str, expected: tuple[str, str | None, str | None]) -> None:
-    from tinv_cli.hub import parse_repo_ref
+    from tinv_cli.hub.refs import parse_repo_ref
 
     ref = parse_repo_ref(text)
     assert (ref.repo_id, ref.revision, ref.path) == expected
@@ -504,7 +504,7 @@ def test_parse_repo_ref(text: str, expected: tuple[str, str | None, str | None])
 @pytest.mark.parametrize("text", ["", "not a repo", "a/b/c", "a/b:../../etc/passwd", "a/b:/abs.pt", "a/b@"])
 def test_parse_repo_ref_refuses(text: str) -> None:
     from tinv_cli.errors import TinvError
-    from tinv_cli.hub import parse_repo_ref
+    from tinv_cli.hub.refs import parse_repo_ref
 
     with pytest.raises(TinvError):
         parse_repo_ref(text)
@@ -515,7 +515,7 @@ def test_plan_push_compares_git_ids_and_lfs_sha256() -> None:
 
     from huggingface_hub.hf_api import BlobLfsInfo, RepoSibling
 
-    from tinv_cli.hub import git_blob_id, plan_push
+    from tinv_cli.hub.push import git_blob_id, plan_push
 
     embeds, card, image = b"tensors", b"card", b"jpeg"
     remote = {

@@ -1,4 +1,4 @@
-"""tinv_cli.loader against diffusers' own load_textual_inversion on tiny real pipelines."""
+"""tinv_cli.sampling.loader against diffusers' own load_textual_inversion on tiny real pipelines."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from tests.tiny import build_tiny_pipeline
 from tinv_cli.embedding import Embedding
 from tinv_cli.errors import ModelError
-from tinv_cli.loader import check_fits, encode_prompt, expand_prompt, load_concepts, model_widths
+from tinv_cli.sampling.loader import check_fits, encode_prompt, expand_prompt, load_concepts, model_widths
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline

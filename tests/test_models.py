@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.hubserver import LocalHub
-from tinv_cli import models
 from tinv_cli.errors import ModelError, NotFoundError
+from tinv_cli.hub import errors
+from tinv_cli.models import configs, loading, refs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -45,7 +46,7 @@ SDXL_INDEX = {
 
 
 def test_widths_of_a_local_folder(tiny_model_dir: Path) -> None:
-    assert models.model_widths_from_config(str(tiny_model_dir)) == (32,)
+    assert configs.model_widths_from_config(str(tiny_model_dir)) == (32,)
 
 
 def test_widths_need_only_the_config_files(tmp_path: Path) -> None:
@@ -55,9 +56,9 @@ def test_widths_need_only_the_config_files(tmp_path: Path) -> None:
     (folder / "model_index.json").write_text(json.dumps(SDXL_INDEX))
     (folder / "text_encoder" / "config.json").write_text(json.dumps(encoder_config(768)))
     (folder / "text_encoder_2" / "config.json").write_text(json.dumps(encoder_config(1280, nested=True)))
-    assert models.model_widths_from_config(str(folder)) == (768, 1280)
+    assert configs.model_widths_from_config(str(folder)) == (768, 1280)
     (folder / "text_encoder_2" / "config.json").unlink()
-    assert models.model_widths_from_config(str(folder)) is None
+    assert configs.model_widths_from_config(str(folder)) is None
 
 
 def test_widths_from_the_hf_cache_without_network(tmp_path: Path) -> None:
@@ -73,32 +74,32 @@ def test_widths_from_the_hf_cache_without_network(tmp_path: Path) -> None:
             "text_encoder/config.json": encoder_config(1024),
         },
     )
-    assert models.model_widths_from_config("org/sd2", cache_dir=cache) == (1024,)
-    assert models.model_widths_from_config("org/sd2", "main", cache_dir=cache) == (1024,)
-    assert models.model_widths_from_config("org/not-downloaded", cache_dir=cache) is None
-    assert models.model_widths_from_config("not a repo id!", cache_dir=cache) is None
+    assert configs.model_widths_from_config("org/sd2", cache_dir=cache) == (1024,)
+    assert configs.model_widths_from_config("org/sd2", "main", cache_dir=cache) == (1024,)
+    assert configs.model_widths_from_config("org/not-downloaded", cache_dir=cache) is None
+    assert configs.model_widths_from_config("not a repo id!", cache_dir=cache) is None
 
 
 def test_model_refs_that_cannot_work(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match=r"model folder \./missing/model does not exist"):
-        models.check_model_ref("./missing/model")
+        refs.check_model_ref("./missing/model")
     with pytest.raises(ModelError, match="neither a folder nor a Hugging Face Hub model id"):
-        models.check_model_ref("two words")
+        refs.check_model_ref("two words")
     (tmp_path / "not-a-pipeline").mkdir()
     with pytest.raises(ModelError, match="not a diffusers pipeline folder"):
-        models.check_model_ref(str(tmp_path / "not-a-pipeline"))
-    assert models.check_model_ref("org/model") is None
+        refs.check_model_ref(str(tmp_path / "not-a-pipeline"))
+    assert refs.check_model_ref("org/model") is None
 
 
 def test_load_a_local_folder(tiny_model_dir: Path) -> None:
     import torch
     from diffusers import StableDiffusionPipeline
 
-    pipe = models.load_pipeline(str(tiny_model_dir), torch_dtype=torch.float32, device="cpu")
+    pipe = loading.load_pipeline(str(tiny_model_dir), torch_dtype=torch.float32, device="cpu")
     assert isinstance(pipe, StableDiffusionPipeline)
     assert pipe.safety_checker is None
     assert pipe.text_encoder.dtype == torch.float32
-    assert models.model_label(str(tiny_model_dir)) == tiny_model_dir.name
+    assert refs.model_label(str(tiny_model_dir)) == tiny_model_dir.name
 
 
 def test_offline_and_not_cached_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,7 +109,7 @@ def test_offline_and_not_cached_says_how_to_get_it(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(ModelError) as caught:
-        models.load_pipeline("org/never-downloaded")
+        loading.load_pipeline("org/never-downloaded")
     assert caught.value.message == (
         "org/never-downloaded is not in the Hugging Face cache and HF_HUB_OFFLINE is set, so it cannot be downloaded"
     )
@@ -119,18 +120,18 @@ def test_offline_and_not_cached_says_how_to_get_it(tmp_path: Path, monkeypatch: 
 def test_device_and_dtype() -> None:
     import torch
 
-    assert models.pick_device("cpu") == "cpu"
-    assert models.pick_device("auto") in ("cuda", "mps", "cpu")
-    assert models.pick_dtype("auto", "cpu") == torch.float32
-    assert models.pick_dtype("auto", "cuda") == torch.float16
-    assert models.pick_dtype("bf16", "cpu") == torch.bfloat16
+    assert loading.pick_device("cpu") == "cpu"
+    assert loading.pick_device("auto") in ("cuda", "mps", "cpu")
+    assert loading.pick_dtype("auto", "cpu") == torch.float32
+    assert loading.pick_dtype("auto", "cuda") == torch.float16
+    assert loading.pick_dtype("bf16", "cpu") == torch.bfloat16
     with pytest.raises(ModelError, match="unknown dtype"):
-        models.pick_dtype("fp8", "cpu")
+        loading.pick_dtype("fp8", "cpu")
     with pytest.raises(ModelError, match="unknown device"):
-        models.pick_device("tpu")
+        loading.pick_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(ModelError, match="device cuda is not available"):
-            models.pick_device("cuda")
+            loading.pick_device("cuda")
 
 
 # The Hub's answers, from a local Hub-protocol server and the real client in a fresh process (huggingface_hub
@@ -139,7 +140,10 @@ PROBE = textwrap.dedent(
     """
     import json, sys
     from huggingface_hub import constants
-    from tinv_cli import models
+    from tinv_cli.hub import errors
+    from tinv_cli.models import configs
+    from tinv_cli.models import loading
+    from tinv_cli.models import refs
     from tinv_cli.errors import TinvError
 
     results = {}
@@ -147,8 +151,8 @@ PROBE = textwrap.dedent(
         if label == "offline":
             constants.HF_HUB_OFFLINE = True
         try:
-            pipe = models.load_pipeline(ref, revision=revision)
-            results[label] = ["loaded", type(pipe).__name__, models.model_widths_from_config(ref, revision)]
+            pipe = loading.load_pipeline(ref, revision=revision)
+            results[label] = ["loaded", type(pipe).__name__, configs.model_widths_from_config(ref, revision)]
         except TinvError as error:
             results[label] = [error.message, error.hint]
     print("RESULT=" + json.dumps(results))
@@ -221,14 +225,14 @@ def test_network_down_and_not_cached() -> None:
                 "An error happened while trying to locate the file on the Hub"
             ) from refused
     except LocalEntryNotFoundError as raised:
-        error = models._hub_error("org/other", None, raised)
+        error = errors._hub_error("org/other", None, raised)
     assert error is not None
     assert (
         error.message
         == "could not reach the Hugging Face Hub to download org/other, and it is not in the cache"
     )
     assert "network" in (error.hint or "")
-    assert models._hub_error("org/other", None, ValueError("not a Hub problem")) is None
+    assert errors._hub_error("org/other", None, ValueError("not a Hub problem")) is None
 
 
 def test_a_local_copy_without_weights_is_refused_by_diffusers_not_by_tinv(
@@ -240,4 +244,4 @@ def test_a_local_copy_without_weights_is_refused_by_diffusers_not_by_tinv(
     for weights in broken.rglob("*.safetensors"):
         weights.unlink()
     with pytest.raises(OSError):
-        models.load_pipeline(str(broken))
+        loading.load_pipeline(str(broken))

@@ -7,17 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tinv_cli.config import Concept, HubConfig, ModelConfig, Project, TrainConfig
 from tinv_cli.errors import DataError, NotFoundError, ProjectError
 from tinv_cli.images import IMAGE_EXTENSIONS, image_problems, list_images
-from tinv_cli.project import (
-    PROJECT_FILE,
-    TRAIN_FIELDS,
-    check_project,
-    find_project,
-    initializer_plan,
-    load_project,
-)
+from tinv_cli.project.config import Concept, HubConfig, ModelConfig, Project, TrainConfig
+from tinv_cli.project.load import PROJECT_FILE, find_project, load_project
+from tinv_cli.project.schema import TRAIN_FIELDS
+from tinv_cli.project.tokens import check_project, initializer_plan
 
 TOKENIZER_ASSETS = Path(__file__).resolve().parent / "assets" / "tokenizer"
 

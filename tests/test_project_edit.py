@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tinv_cli.config import DEFAULT_BASE_MODEL, Concept, Project, TrainConfig
 from tinv_cli.errors import DataError, ProjectError, TinvError
-from tinv_cli.project import PROJECT_FILE, load_project
-from tinv_cli.project_edit import TEMPLATE, add_concept, init_project, toml_string
+from tinv_cli.project.config import DEFAULT_BASE_MODEL, Concept, Project, TrainConfig
+from tinv_cli.project.edit import TEMPLATE, add_concept, init_project, toml_string
+from tinv_cli.project.load import PROJECT_FILE, load_project
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinv_cli import formats, modelcard
 from tinv_cli.embedding import Embedding
 from tinv_cli.errors import NotFoundError, RegistryError
-from tinv_cli.modelcard import model_card
-from tinv_cli.registry import NAME_RE, Registry, name_from_token, parse_ref
+from tinv_cli.formats import writers
+from tinv_cli.registry import modelcard
+from tinv_cli.registry.modelcard import model_card
+from tinv_cli.registry.store import NAME_RE, Registry, name_from_token, parse_ref
 
 TRAINED = {"type": "trained"}
 
@@ -243,14 +244,14 @@ def test_failed_add_leaves_the_registry_unchanged(
 ) -> None:
     registry.add("cat-toy", make_embedding(), source=TRAINED)
     before = snapshot(registry.root)
-    real_write = formats.write_concepts_library
+    real_write = writers.write_concepts_library
 
     def write_then_fail(embedding: Embedding, folder: Path, **kwargs: object) -> list[Path]:
         real_write(embedding, folder, **kwargs)
         assert (Path(folder) / "learned_embeds.safetensors").is_file()
         raise OSError("disk full")
 
-    monkeypatch.setattr(formats, "write_concepts_library", write_then_fail)
+    monkeypatch.setattr(writers, "write_concepts_library", write_then_fail)
     for name in ("cat-toy", "new-one"):
         with pytest.raises(OSError, match="disk full"):
             registry.add(name, make_embedding(seed=5), source=TRAINED, images=make_images(tmp_path / "i"))
@@ -358,7 +359,7 @@ def test_listing_500_entries_is_fast_and_imports_no_torch(registry: Registry) ->
     assert elapsed < 1.0, f"listing 500 entries took {elapsed:.2f}s"
 
     code = (
-        "import sys; from pathlib import Path; from tinv_cli.registry import Registry; "
+        "import sys; from pathlib import Path; from tinv_cli.registry.store import Registry; "
         f"n = len(Registry(Path({str(registry.home)!r})).list()); print(n, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

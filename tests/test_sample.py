@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from tinv_cli import generate, pngmeta
+from tinv_cli import generate
 from tinv_cli.embedding import Embedding, token_names
 from tinv_cli.errors import ModelError
-from tinv_cli.models import load_pipeline
-from tinv_cli.prompt_concepts import resolve_concepts
-from tinv_cli.registry import Entry, Registry
-from tinv_cli.sample import SCHEDULERS, SampleOptions, choose_model, prepare, set_scheduler
-from tinv_cli.transfer import import_file
+from tinv_cli.models.loading import load_pipeline
+from tinv_cli.registry.store import Entry, Registry
+from tinv_cli.registry.transfer import import_file
+from tinv_cli.sampling import pngmeta
+from tinv_cli.sampling.prompt import resolve_concepts
+from tinv_cli.sampling.sample import SCHEDULERS, SampleOptions, choose_model, prepare, set_scheduler
 
 PROMPT = "A <cat-toy> backpack in the style of <birb-style>"
 WIDTH = 32  # tests/tiny.py's text encoder
@@ -190,7 +191,7 @@ def test_width_mismatch_is_an_error_before_any_weights_are_loaded(
 
 
 def test_base_model_order(concepts: dict[str, Entry], tmp_path: Path) -> None:
-    from tinv_cli.project import load_project
+    from tinv_cli.project.load import load_project
 
     registry = Registry()
     trained = registry.add(
@@ -232,7 +233,7 @@ def test_every_scheduler_runs(tiny_model_dir: Path) -> None:
 
 def test_bad_options_fail_before_anything_loads() -> None:
     from tinv_cli.errors import TinvError
-    from tinv_cli.sample import parse_size
+    from tinv_cli.sampling.sample import parse_size
 
     for options, message in [
         ({"scheduler": "euler_a"}, "unknown scheduler 'euler_a'"),

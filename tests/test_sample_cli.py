@@ -11,12 +11,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tinv_cli import pngmeta
 from tinv_cli.cli import app
 from tinv_cli.cli.sample_cmd import SCHEDULER_NAMES
 from tinv_cli.embedding import Embedding
-from tinv_cli.registry import Registry
-from tinv_cli.sample import SCHEDULERS
+from tinv_cli.registry.store import Registry
+from tinv_cli.sampling import pngmeta
+from tinv_cli.sampling.sample import SCHEDULERS
 
 runner = CliRunner()
 
@@ -132,7 +132,7 @@ def test_python_api_is_importable_without_torch() -> None:
     code = (
         "import sys, tinv_cli\n"
         "generate = tinv_cli.generate\n"
-        "assert callable(generate) and generate.__module__ == 'tinv_cli.sample'\n"
+        "assert callable(generate) and generate.__module__ == 'tinv_cli.sampling.sample'\n"
         "print(','.join(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules) or 'none')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinv_cli.config import Project
 from tinv_cli.embedding import Embedding
 from tinv_cli.errors import NotFoundError
-from tinv_cli.project import load_project
-from tinv_cli.prompt_concepts import concept_words, pinned_prompt, resolve_concepts
-from tinv_cli.registry import Registry
+from tinv_cli.project.config import Project
+from tinv_cli.project.load import load_project
+from tinv_cli.registry.store import Registry
+from tinv_cli.sampling.prompt import concept_words, pinned_prompt, resolve_concepts
 
 
 def add(registry: Registry, name: str, token: str, vectors: int = 1, *, seed: int = 0):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tinv_cli import pngmeta
 from tinv_cli.errors import FormatError
-from tinv_cli.sample_output import _write_new, labelled_grid, slug
+from tinv_cli.sampling import pngmeta
+from tinv_cli.sampling.output import _write_new, labelled_grid, slug
 
 # Written by AUTOMATIC1111 1.10 (copied from an image's "parameters" chunk), including its quoting of a value
 # that holds commas and colons.

@@ -11,10 +11,11 @@ import torch
 
 from tests.test_train import Recorder, make_project
 from tests.tiny import build_tiny_pipeline, build_tiny_sdxl_pipeline
-from tinv_cli import inversion, sdxl
-from tinv_cli.project import load_project
-from tinv_cli.registry import Registry
-from tinv_cli.train import StartInfo, TrainRequest, train
+from tinv_cli.families import sdxl
+from tinv_cli.project.load import load_project
+from tinv_cli.registry.store import Registry
+from tinv_cli.training import inversion
+from tinv_cli.training.recipe import StartInfo, TrainRequest, train
 
 
 def _by_hand(

@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 from tests.test_train import Recorder, make_project
 from tests.tiny import build_tiny_sdxl_pipeline, save_tiny_sdxl_pipeline
-from tinv_cli import sdxl
 from tinv_cli.embedding import Embedding
 from tinv_cli.errors import ModelError
-from tinv_cli.project import load_project
-from tinv_cli.registry import Registry
-from tinv_cli.train import TrainingInterrupted, TrainRequest, train
+from tinv_cli.families import sdxl
+from tinv_cli.project.load import load_project
+from tinv_cli.registry.store import Registry
+from tinv_cli.training.recipe import TrainingInterrupted, TrainRequest, train
 
 # Real-shaped concepts (CLIP-L 768 + OpenCLIP-G 1280) on an otherwise tiny model, where the widths matter.
 REAL = (768, 1280)
@@ -62,7 +62,7 @@ def test_time_ids_record_each_images_size_and_crop() -> None:
 def test_training_set_records_original_sizes_and_crop_boxes(tmp_path: Path) -> None:
     from PIL import Image
 
-    from tinv_cli.data import load_training_set
+    from tinv_cli.training.data import load_training_set
 
     Image.new("RGB", (48, 40), (10, 20, 30)).save(tmp_path / "a.png")
     Image.new("RGB", (10, 20), (10, 20, 30)).save(tmp_path / "b.png")
@@ -133,14 +133,14 @@ def test_loss_is_per_sample_so_any_batch_length_works() -> None:
 def test_validation_images_from_the_sdxl_modules_in_training() -> None:
     import copy
 
-    from tinv_cli.inversion import (
+    from tinv_cli.sampling.loader import expand_prompt
+    from tinv_cli.training.inversion import (
         Parts,
         _validation_pipeline,
         add_placeholder_tokens,
         embedding_with_new_rows,
         validation_images,
     )
-    from tinv_cli.loader import expand_prompt
 
     pipe = build_tiny_sdxl_pipeline()
     tokenizers = (copy.deepcopy(pipe.tokenizer), copy.deepcopy(pipe.tokenizer_2))
@@ -181,8 +181,8 @@ def _tables(pipe: object) -> list[torch.Tensor]:
 def test_sdxl_concept_trains_samples_exports_and_loads_in_diffusers(
     tmp_path: Path, sdxl_model_dir: Path
 ) -> None:
-    from tinv_cli.sample import SampleOptions, denoise, prepare
-    from tinv_cli.transfer import export_entry, import_file
+    from tinv_cli.registry.transfer import export_entry, import_file
+    from tinv_cli.sampling.sample import SampleOptions, denoise, prepare
 
     pipe = build_tiny_sdxl_pipeline(REAL)
     tables, vocab = _tables(pipe), (len(pipe.tokenizer), len(pipe.tokenizer_2))
@@ -304,7 +304,7 @@ def test_two_encoders_without_sdxl_conditioning_are_refused() -> None:
     from types import SimpleNamespace
 
     from tests.tiny import build_tiny_pipeline
-    from tinv_cli.inversion import load_parts
+    from tinv_cli.training.inversion import load_parts
 
     sd = build_tiny_pipeline()
     odd = SimpleNamespace(

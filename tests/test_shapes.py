@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tinv_cli import models
-from tinv_cli.clip_bpe import WORD_RE
+from tinv_cli import shapes
 from tinv_cli.errors import NotFoundError, ProjectError
+from tinv_cli.models import configs, loading, refs
 from tinv_cli.shapes import world
+from tinv_cli.shapes.clip_bpe import WORD_RE
 
-SHIPPED = Path(models.__file__).resolve().parent / "shapes" / "model"
+SHIPPED = Path(shapes.__file__).resolve().parent / "model"
 
 
 def _pixels(image: object) -> bytes:
@@ -68,13 +69,13 @@ def test_judge_reads_held_out_scenes() -> None:
 
 
 def test_builtin_shapes_resolves_to_the_shipped_folder() -> None:
-    assert models.builtin_folder("builtin:shapes") == SHIPPED
-    assert models.builtin_folder("stable-diffusion-v1-5/stable-diffusion-v1-5") is None
-    assert models.check_model_ref("builtin:shapes") == SHIPPED
-    assert models.model_label("builtin:shapes") == "builtin:shapes"
-    assert models.model_widths_from_config("builtin:shapes") == (64,)
+    assert refs.builtin_folder("builtin:shapes") == SHIPPED
+    assert refs.builtin_folder("stable-diffusion-v1-5/stable-diffusion-v1-5") is None
+    assert refs.check_model_ref("builtin:shapes") == SHIPPED
+    assert refs.model_label("builtin:shapes") == "builtin:shapes"
+    assert configs.model_widths_from_config("builtin:shapes") == (64,)
     with pytest.raises(NotFoundError, match="no built-in model 'nope'") as info:
-        models.check_model_ref("builtin:nope")
+        refs.check_model_ref("builtin:nope")
     assert "builtin:shapes" in (info.value.hint or "")
 
 
@@ -87,9 +88,10 @@ def test_shipped_model_is_small_and_in_diffusers_layout() -> None:
 
 
 def test_load_pipeline_and_project_check_find_builtin_shapes(tmp_path: Path) -> None:
-    from tinv_cli.project import check_project, load_project
+    from tinv_cli.project.load import load_project
+    from tinv_cli.project.tokens import check_project
 
-    pipe = models.load_pipeline("builtin:shapes")
+    pipe = loading.load_pipeline("builtin:shapes")
     assert type(pipe).__name__ == "StableDiffusionPipeline"
     assert pipe.unet.config.sample_size * pipe.vae_scale_factor == world.SIZE
     (tmp_path / "img").mkdir()

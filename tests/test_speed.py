@@ -12,10 +12,10 @@ import torch
 
 from tests.test_train import Recorder, make_project
 from tests.tiny import build_tiny_pipeline
-from tinv_cli import checkpoint, speed
-from tinv_cli.project import load_project
-from tinv_cli.registry import Registry
-from tinv_cli.train import TrainRequest, train
+from tinv_cli.project.load import load_project
+from tinv_cli.registry.store import Registry
+from tinv_cli.training import checkpoint, speed
+from tinv_cli.training.recipe import TrainRequest, train
 
 
 def _conv_weights(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -175,7 +175,7 @@ def test_background_validation_draws_the_same_grids_and_leaves_training_alone(
     import numpy as np
     from PIL import Image
 
-    from tinv_cli import validation
+    from tinv_cli.training import validation
 
     settings = {"steps": 3, "validation_every": 1, "num_validation_images": 2, "learning_rate": 5e-3}
     prompt = {"validation_prompt": "a <cat-toy> on a beach"}

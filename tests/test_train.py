@@ -18,10 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tinv_cli import checkpoint, plot
-from tinv_cli.project import load_project
-from tinv_cli.registry import Registry
-from tinv_cli.train import TrainCallbacks, TrainingInterrupted, TrainRequest, train
+from tinv_cli.project.load import load_project
+from tinv_cli.registry.store import Registry
+from tinv_cli.training import checkpoint, metrics
+from tinv_cli.training.recipe import TrainCallbacks, TrainingInterrupted, TrainRequest, train
 
 FAST = {"resolution": 32, "mixed_precision": "no", "gradient_accumulation": 1, "checkpoint_every": 0}
 
@@ -92,7 +92,7 @@ def test_registered_entry_loads_everywhere_and_no_other_row_changed(
     from diffusers import StableDiffusionPipeline
 
     from tests.tiny import build_tiny_pipeline
-    from tinv_cli.loader import encode_prompt, expand_prompt, load_concepts
+    from tinv_cli.sampling.loader import encode_prompt, expand_prompt, load_concepts
 
     project = make_project(
         tmp_path,
@@ -141,7 +141,7 @@ def test_registered_entry_loads_everywhere_and_no_other_row_changed(
     assert not torch.equal(vectors, torch.stack([base_rows[toy], base_rows[cat]]))  # the vectors moved
 
     # The run folder: metrics every LOSS_EVERY steps and at checkpoints, the plot, the validation grids.
-    records = plot.read_metrics(summary.metrics)
+    records = metrics.read_metrics(summary.metrics)
     assert [r["step"] for r in records] == [2, 4] and set(records[0]) == {"step", "loss", "lr", "it_s"}
     assert summary.loss_plot.is_file() and recorder.checkpoints == [2, 4]
     assert [p.name for p in summary.validation] == ["step-00002.png", "step-00004.png"]
@@ -202,8 +202,8 @@ def test_sigint_at_step_10_then_resume_equals_an_uninterrupted_run(
     # Bitwise, not approximately: every random stream and the optimizer state were restored exactly.
     assert torch.equal(_vectors(resumed.entry), expected)
     assert resumed.final_loss == straight.final_loss
-    assert [r["loss"] for r in plot.read_metrics(resumed.metrics)] == [
-        r["loss"] for r in plot.read_metrics(straight.metrics)
+    assert [r["loss"] for r in metrics.read_metrics(resumed.metrics)] == [
+        r["loss"] for r in metrics.read_metrics(straight.metrics)
     ]
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tinv_cli import checkpoint, plot
 from tinv_cli.errors import TinvError
+from tinv_cli.training import checkpoint, metrics
 
 SETTINGS = {"schema": 1, "token": "<t>", "images": "abc", "train": {"steps": 20, "learning_rate": 5e-4}}
 
@@ -129,29 +129,31 @@ def test_global_rng_states_survive_a_checkpoint_file(tmp_path: Path) -> None:
 
 
 def test_metrics_append_read_truncate(tmp_path: Path) -> None:
-    path = tmp_path / plot.METRICS_FILE
-    plot.append_metrics(path, [{"step": s, "loss": 1.0 / s, "lr": 1e-3, "it_s": 2.0} for s in (10, 20, 30)])
+    path = tmp_path / metrics.METRICS_FILE
+    metrics.append_metrics(
+        path, [{"step": s, "loss": 1.0 / s, "lr": 1e-3, "it_s": 2.0} for s in (10, 20, 30)]
+    )
     with open(path, "a", encoding="utf-8") as handle:
         handle.write('{"step": 40, "lo')  # torn by a crash
-    assert [r["step"] for r in plot.read_metrics(path)] == [10, 20, 30]
-    plot.truncate_metrics(path, 20)
+    assert [r["step"] for r in metrics.read_metrics(path)] == [10, 20, 30]
+    metrics.truncate_metrics(path, 20)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [10, 20]
 
 
 def test_loss_curve_is_a_png(tmp_path: Path) -> None:
     records = [{"step": s, "loss": 0.5 + 0.1 * ((s * 7) % 5)} for s in range(10, 310, 10)]
-    out = plot.draw_loss_curve(records, tmp_path / "loss.png")
+    out = metrics.draw_loss_curve(records, tmp_path / "loss.png")
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size == (800, 450)
         # Something was drawn in the curve's blue.
         assert any(pixel[2] > 150 and pixel[0] < 100 for pixel in image.convert("RGB").getdata())
-    empty = plot.draw_loss_curve([], tmp_path / "empty.png")
+    empty = metrics.draw_loss_curve([], tmp_path / "empty.png")
     assert empty.is_file()
 
 
 def test_image_grid() -> None:
     tiles = [Image.new("RGB", (4, 4), (i * 60, 0, 0)) for i in range(3)]
-    grid = plot.image_grid(tiles)
+    grid = metrics.image_grid(tiles)
     assert grid.size == (8, 8)
     assert grid.getpixel((5, 1)) == (60, 0, 0) and grid.getpixel((1, 5)) == (120, 0, 0)
     assert grid.getpixel((5, 5)) == (255, 255, 255)

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from tests.test_train import Recorder, make_project
 from tinv_cli.cli import app
-from tinv_cli.config import TrainConfig
-from tinv_cli.project import load_project
-from tinv_cli.registry import Registry
-from tinv_cli.train import TrainingInterrupted, TrainRequest, train
+from tinv_cli.project.config import TrainConfig
+from tinv_cli.project.load import load_project
+from tinv_cli.registry.store import Registry
+from tinv_cli.training.recipe import TrainingInterrupted, TrainRequest, train
 
 runner = CliRunner()
 

@@ -18,16 +18,16 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
 from tests.tiny import build_tiny_pipeline
-from tinv_cli.config import Concept
 from tinv_cli.errors import ModelError
-from tinv_cli.inversion import (
+from tinv_cli.project.config import Concept
+from tinv_cli.project.tokens import initializer_ids
+from tinv_cli.training.inversion import (
     add_placeholder_tokens,
     diffusion_loss,
     embedding_with_new_rows,
     encode_latents,
     initial_vectors,
 )
-from tinv_cli.project import initializer_ids
 
 ADAM = {"lr": 5e-3, "betas": (0.9, 0.999), "weight_decay": 1e-2, "eps": 1e-8}
 
@@ -235,7 +235,7 @@ def test_initializers() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_validation_images_from_the_modules_in_training(dtype: torch.dtype) -> None:
-    from tinv_cli.inversion import Parts, validation_images
+    from tinv_cli.training.inversion import Parts, validation_images
 
     pipe = build_tiny_pipeline()
     pipe.to(dtype=dtype)
@@ -259,7 +259,7 @@ def test_validation_images_from_the_modules_in_training(dtype: torch.dtype) -> N
 
 def test_a_caption_too_long_for_the_token_is_refused(tmp_path: Path) -> None:
     from tinv_cli.errors import DataError
-    from tinv_cli.inversion import tokenize_prompts
+    from tinv_cli.training.inversion import tokenize_prompts
 
     tokenizer = build_tiny_pipeline().tokenizer
     new_ids = add_placeholder_tokens(tokenizer, "<t>", 1)

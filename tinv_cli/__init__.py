@@ -11,7 +11,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 # The Python API, imported on first use so that `import tinv_cli` (and `tinv --help`) stays free of torch.
-_LAZY = {"generate": "tinv_cli.sample", "SampleResult": "tinv_cli.sample", "SampleOptions": "tinv_cli.sample"}
+_LAZY = {
+    "generate": "tinv_cli.sampling.sample",
+    "SampleResult": "tinv_cli.sampling.sample",
+    "SampleOptions": "tinv_cli.sampling.sample",
+}
 __all__ = ["SampleOptions", "SampleResult", "__version__", "generate"]
 
 

@@ -23,7 +23,7 @@ import sys
 import unicodedata
 from pathlib import Path
 
-from tinv_cli.clip_bpe import (
+from tinv_cli.shapes.clip_bpe import (
     SPECIAL_TOKENS,
     WORD_RE,
     bpe,

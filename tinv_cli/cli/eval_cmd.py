@@ -46,8 +46,8 @@ def eval_command(
     image-image and image-text similarities, with a CLIP model already on this machine. A picture of the
     training images beside the samples is written too.
     """
-    from tinv_cli.eval import EvalOptions, evaluate
-    from tinv_cli.registry import Registry
+    from tinv_cli.evaluation.evaluate import EvalOptions, evaluate
+    from tinv_cli.registry.store import Registry
 
     options = EvalOptions(
         samples=samples,

@@ -10,10 +10,11 @@ from tinv_cli.cli.app import app, report
 from tinv_cli.cli.options import EntryRef, Json, Yes
 from tinv_cli.cli.render import emit_json, fields, note, table
 from tinv_cli.errors import TinvError
-from tinv_cli.hub import DEFAULT_AUTHOR  # tinv_cli.hub imports huggingface_hub only when called
+from tinv_cli.hub.search import DEFAULT_AUTHOR
 
 if TYPE_CHECKING:
-    from tinv_cli.hub import PullResult, SearchHit
+    from tinv_cli.hub.pull import PullResult
+    from tinv_cli.hub.search import SearchHit
 
 Token = Annotated[
     str | None,
@@ -31,7 +32,7 @@ Limit = Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most th
 def _project_hub() -> tuple[str | None, bool]:
     """The [hub] namespace and private setting of the project file here, if there is one."""
     from tinv_cli.errors import NotFoundError
-    from tinv_cli.project import find_project, load_project
+    from tinv_cli.project.load import find_project, load_project
 
     try:
         path = find_project()
@@ -70,8 +71,8 @@ def push(
     concept_images/ and a README.md model card; provenance (tinv.json) stays local. Creates the repository if
     needed. Pushing an entry that is already there unchanged makes no commit.
     """
-    from tinv_cli.hub import push as push_entry
-    from tinv_cli.registry import Registry
+    from tinv_cli.hub.push import push as push_entry
+    from tinv_cli.registry.store import Registry
 
     namespace, project_private = (None, False) if repo and "/" in repo else _project_hub()
     if private is None and project_private:
@@ -158,14 +159,14 @@ def pull(
     and single AUTOMATIC1111, kohya or SDXL files. With HF_HUB_OFFLINE=1, pulls are served from the
     Hugging Face cache.
     """
-    from tinv_cli import hub
-    from tinv_cli.registry import Registry
+    from tinv_cli.hub import pull, search
+    from tinv_cli.registry.store import Registry
 
     wanted = list(refs or [])
     if search_text is not None:
         if wanted:
             raise TinvError("pass REPO_IDs or --search TEXT, not both")
-        hits = hub.search(search_text, author=None if any_author else author, limit=limit, token=token)
+        hits = search.search(search_text, author=None if any_author else author, limit=limit, token=token)
         if not hits:
             note(f"No concepts match {search_text!r}; nothing pulled.")
             return
@@ -188,7 +189,7 @@ def pull(
     failed = 0
     for ref in wanted:
         try:
-            result = hub.pull(registry, ref, name=name, token=token, progress=note)
+            result = pull.pull(registry, ref, name=name, token=token, progress=note)
         except TinvError as error:
             if len(wanted) == 1:
                 raise
@@ -220,7 +221,7 @@ def search(
     json: Json = False,
 ) -> None:
     """List concepts on the Hugging Face Hub (by default in the sd-concepts-library organization)."""
-    from tinv_cli.hub import search as search_hub
+    from tinv_cli.hub.search import search as search_hub
 
     hits = search_hub(text, author=None if any_author else author, limit=limit, token=token)
     if json:

@@ -36,8 +36,8 @@ def init(
     Adding a concept appends it to the file and keeps every comment and line as it was.
     """
     from tinv_cli.errors import TinvError
-    from tinv_cli.project import PROJECT_FILE
-    from tinv_cli.project_edit import add_concept, init_project
+    from tinv_cli.project.edit import add_concept, init_project
+    from tinv_cli.project.load import PROJECT_FILE
 
     path = (project or Path(PROJECT_FILE)).resolve()
     if concept is None:
@@ -67,7 +67,8 @@ def init(
 @app.command()
 def check(project: ProjectPath = None, json: Json = False) -> None:
     """Validate the project file, its image folders and tokens, and report every problem at once."""
-    from tinv_cli.project import check_project, find_project, load_project
+    from tinv_cli.project.load import find_project, load_project
+    from tinv_cli.project.tokens import check_project
 
     loaded = load_project(project.resolve() if project else find_project())
     notes = check_project(loaded)

@@ -30,7 +30,7 @@ def _summary(entry: Any) -> dict[str, Any]:
 @app.command()
 def home(json: Json = False) -> None:
     """Print where tinv keeps its registry ($TINV_HOME)."""
-    from tinv_cli.registry import Registry
+    from tinv_cli.registry.store import Registry
 
     paths = Registry().home_paths()
     if json:
@@ -42,7 +42,7 @@ def home(json: Json = False) -> None:
 @app.command("list")
 def list_entries(json: Json = False) -> None:
     """List the concepts in the registry (current version of each)."""
-    from tinv_cli.registry import Registry
+    from tinv_cli.registry.store import Registry
 
     entries = Registry().list()
     if json:
@@ -72,7 +72,7 @@ def list_entries(json: Json = False) -> None:
 @app.command()
 def show(ref: EntryRef, json: Json = False) -> None:
     """Show one registry entry: token, vectors, model family, provenance and files."""
-    from tinv_cli.registry import Registry, parse_ref
+    from tinv_cli.registry.store import Registry, parse_ref
 
     registry = Registry()
     entry = registry.get(ref)
@@ -110,7 +110,7 @@ def show(ref: EntryRef, json: Json = False) -> None:
 @app.command()
 def rm(ref: EntryRef, yes: Yes = False) -> None:
     """Remove a concept (every version), or one version with NAME@VERSION."""
-    from tinv_cli.registry import Registry, parse_ref
+    from tinv_cli.registry.store import Registry, parse_ref
 
     registry = Registry()
     name, version = parse_ref(ref)
@@ -145,8 +145,8 @@ def import_(
     loader: a file that would need to run code is refused.
     """
     from tinv_cli.embedding import describe_widths
-    from tinv_cli.registry import Registry
-    from tinv_cli.transfer import import_file
+    from tinv_cli.registry.store import Registry
+    from tinv_cli.registry.transfer import import_file
 
     result = import_file(Registry(), path, name=name, token=token, kind=kind)
     entry = result.entry
@@ -174,8 +174,8 @@ def export(
     json: Json = False,
 ) -> None:
     """Write a registry entry in another tool's format."""
-    from tinv_cli.registry import Registry
-    from tinv_cli.transfer import export_entry
+    from tinv_cli.registry.store import Registry
+    from tinv_cli.registry.transfer import export_entry
 
     entry = Registry().get(ref)
     written = export_entry(entry, format, output, force=force)

@@ -12,9 +12,9 @@ from tinv_cli.cli.options import Json, ProjectPath
 from tinv_cli.cli.render import emit_json, note
 
 if TYPE_CHECKING:
-    from tinv_cli.sample import Progress
+    from tinv_cli.sampling.sample import Progress
 
-# Kept in step with tinv_cli.sample.SCHEDULERS (a test checks); listed here so --help imports no ML library.
+# Kept in step with tinv_cli.sampling.sample.SCHEDULERS (a test checks); listed here so --help imports no ML library.
 SCHEDULER_NAMES = "ddim, euler, euler-a, dpm++2m, dpm++2m-karras, pndm, heun, unipc"
 
 
@@ -126,7 +126,7 @@ def sample(
     with the generation parameters in the PNG (AUTOMATIC1111 "parameters" plus tinv's JSON). Paths go to
     stdout, progress to stderr.
     """
-    from tinv_cli.sample import SampleOptions, parse_size, run
+    from tinv_cli.sampling.sample import SampleOptions, parse_size, run
 
     options = SampleOptions(
         negative_prompt=negative,

@@ -9,12 +9,12 @@ import typer
 from tinv_cli.cli.app import app
 from tinv_cli.cli.options import Json, ProjectPath
 from tinv_cli.cli.render import emit_json, note
-from tinv_cli.train import TrainCallbacks
+from tinv_cli.training.recipe import TrainCallbacks
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tinv_cli.train import StartInfo, TrainSummary
+    from tinv_cli.training.recipe import StartInfo, TrainSummary
 
 _TRAIN = "Training settings (override concepts.toml)"
 _CONCEPT = "Concept settings (override concepts.toml)"
@@ -252,11 +252,11 @@ def train(
     Data parallel: torchrun --nproc_per_node N -m tinv_cli train NAME (GPUs or CPU processes), or
     accelerate launch --multi_gpu -m tinv_cli train NAME.
     """
-    from tinv_cli.config import TrainConfig
-    from tinv_cli.project import find_project, load_project
-    from tinv_cli.registry import Registry
-    from tinv_cli.train import CONCEPT_OVERRIDES, TrainRequest
-    from tinv_cli.train import train as run_training
+    from tinv_cli.project.config import TrainConfig
+    from tinv_cli.project.load import find_project, load_project
+    from tinv_cli.registry.store import Registry
+    from tinv_cli.training.recipe import CONCEPT_OVERRIDES, TrainRequest
+    from tinv_cli.training.recipe import train as run_training
 
     settings = set(TrainConfig.field_names()) | set(CONCEPT_OVERRIDES)
     overrides = {key: value for key, value in ctx.params.items() if key in settings and value is not None}

@@ -155,7 +155,7 @@ def _lr_at(step: int, cfg: BuildConfig, total: int, peak: float) -> float:
 def stage_tokenizer(work: Path) -> Any:
     from transformers import CLIPTokenizer
 
-    from tinv_cli.clip_bpe import write_tokenizer
+    from tinv_cli.shapes.clip_bpe import write_tokenizer
 
     folder = work / "tokenizer"
     write_tokenizer(world.vocabulary(), folder, model_max_length=MAX_TOKENS)

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tinv_cli.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
+from tinv_cli.training.templates import OBJECT_TEMPLATES, STYLE_TEMPLATES
 
 if TYPE_CHECKING:
     from PIL import Image, ImageDraw
@@ -154,7 +154,7 @@ def caption(item: Scene, seed: int, index: int) -> str:
 
 def vocabulary() -> list[str]:
     """Every word the captions can use, in a fixed order: the tokenizer's one-token words."""
-    from tinv_cli.clip_bpe import words_of
+    from tinv_cli.shapes.clip_bpe import words_of
 
     text = " ".join(OBJECT_TEMPLATES + STYLE_TEMPLATES).replace("{}", " ") + " " + " ".join(EXTRA_WORDS)
     return words_of(text)

@@ -13,14 +13,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tinv_cli import pngmeta
 from tinv_cli.errors import TinvError
+from tinv_cli.sampling import pngmeta
 
 if TYPE_CHECKING:
     from PIL.Image import Image
     from PIL.PngImagePlugin import PngInfo
 
-    from tinv_cli.sample import SampleResult
+    from tinv_cli.sampling.sample import SampleResult
 
 SLUG_LENGTH = 48
 _LABEL_HEIGHT = 16

@@ -12,10 +12,10 @@ import stat
 import tempfile
 from pathlib import Path
 
-from tinv_cli.config import DEFAULT_BASE_MODEL, Concept
 from tinv_cli.errors import DataError, Problem, ProjectError, TinvError
 from tinv_cli.images import image_problems
-from tinv_cli.project import PROJECT_FILE, load_project, parse_project_text
+from tinv_cli.project.config import DEFAULT_BASE_MODEL, Concept
+from tinv_cli.project.load import PROJECT_FILE, load_project, parse_project_text
 
 TEMPLATE = f"""\
 # tinv project file. Train a concept with `tinv train NAME`; check this file with `tinv check`.

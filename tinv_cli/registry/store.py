@@ -213,9 +213,9 @@ class Entry:
         return self.path / EMBEDDING_FILE
 
     def embedding(self) -> Embedding:
-        from tinv_cli import formats
+        from tinv_cli.formats import detect
 
-        return formats.read_entry_embedding(self.path)
+        return detect.read_entry_embedding(self.path)
 
 
 class Registry:
@@ -356,8 +356,8 @@ class Registry:
         The whole version folder is built in tmp/ and renamed into place; if anything fails, the staging
         folder is deleted and the registry is exactly as it was.
         """
-        from tinv_cli import formats
-        from tinv_cli.modelcard import model_card
+        from tinv_cli.formats import writers
+        from tinv_cli.registry.modelcard import model_card
 
         check_name(name)
         if kind not in KINDS:
@@ -367,7 +367,7 @@ class Registry:
                 f"{name}: source type {source.get('type')!r} is not one of {', '.join(SOURCE_TYPES)}"
             )
         extras = {_extra_target(rel): Path(src) for rel, src in (extra_files or {}).items()}
-        # Images are checked by formats.write_concepts_library, inside the staging folder's cleanup.
+        # Images are checked by writers.write_concepts_library, inside the staging folder's cleanup.
         for src in extras.values():
             if not src.is_file():
                 raise NotFoundError(f"{src}: no such file", f"check the path; nothing was added for {name}")
@@ -376,7 +376,7 @@ class Registry:
         self._clean_stale()
         staging = Path(tempfile.mkdtemp(prefix=f"add-{name}-", dir=self.tmp))
         try:
-            formats.write_concepts_library(embedding, staging, kind=kind, images=tuple(images), readme=None)
+            writers.write_concepts_library(embedding, staging, kind=kind, images=tuple(images), readme=None)
             for rel, src in extras.items():
                 target = staging.joinpath(*rel.parts)
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinv_cli.errors import FormatError, NotFoundError, RegistryError
-from tinv_cli.registry import Entry, Registry, name_from_token
+from tinv_cli.registry.store import Entry, Registry, name_from_token
 
 # Where each export format goes when no -o is given, relative to the current folder.
 _DEFAULT_SUFFIX = {
@@ -32,11 +32,11 @@ def import_file(
     kind: str | None = None,
 ) -> ImportResult:
     """Detect the format of ``path``, validate it and add it to the registry as a new entry (or version)."""
-    from tinv_cli import formats
+    from tinv_cli.formats import detect
 
     if not path.exists():
         raise NotFoundError(f"{path} does not exist", "check the path")
-    imported = formats.read(path, token=token)
+    imported = detect.read(path, token=token)
     embedding = imported.embedding
     entry_name = name or name_from_token(embedding.token)
     entry = registry.add(
@@ -65,18 +65,18 @@ def default_export_path(entry: Entry, fmt: str) -> Path:
 
 def export_entry(entry: Entry, fmt: str, out: Path | None = None, *, force: bool = False) -> list[Path]:
     """Write ``entry`` in format ``fmt``; refuses to replace an existing file or folder unless ``force``."""
-    from tinv_cli import formats
+    from tinv_cli.formats import writers
 
-    if fmt not in formats.EXPORT_FORMATS:
+    if fmt not in writers.EXPORT_FORMATS:
         raise FormatError(
-            f"unknown export format {fmt!r}", f"choose one of: {', '.join(formats.EXPORT_FORMATS)}"
+            f"unknown export format {fmt!r}", f"choose one of: {', '.join(writers.EXPORT_FORMATS)}"
         )
     target = out or default_export_path(entry, fmt)
     if target.exists() and not force and not (target.is_dir() and not any(target.iterdir())):
         raise RegistryError(f"{target} already exists", "pass --force to replace it, or -o another path")
     info = entry.info
     training = info.get("training") or {}
-    return formats.write(
+    return writers.write(
         entry.embedding(),
         fmt,
         target,

@@ -107,7 +107,7 @@ def diffusion_loss(
     ``time_ids`` ``[B, 6]``. Every tensor is per sample, so a batch of any length works."""
     import torch.nn.functional as F
 
-    from tinv_cli.inversion import training_target
+    from tinv_cli.training.inversion import training_target
 
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     hidden, pooled = encode_text(text_encoders, input_ids)

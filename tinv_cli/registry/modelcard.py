@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from tinv_cli.config import DEFAULT_BASE_MODEL
+from tinv_cli.project.config import DEFAULT_BASE_MODEL
 
 # A Hub model id (owner/name). Local folders are "known" to tinv but mean nothing to the Hub, whose metadata
 # check flags a base_model that is not a repository, so only ids like this go into the front matter.

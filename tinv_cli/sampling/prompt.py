@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tinv_cli.errors import NotFoundError
-from tinv_cli.registry import NAME_RE
+from tinv_cli.registry.store import NAME_RE
 
 if TYPE_CHECKING:
-    from tinv_cli.config import Project
     from tinv_cli.embedding import Embedding
-    from tinv_cli.registry import Entry, Registry
+    from tinv_cli.project.config import Project
+    from tinv_cli.registry.store import Entry, Registry
 
 # An angle-bracketed word with no spaces or nested brackets: "<cat-toy>", "<cat-toy@2>", "<Birb_Style>".
 WORD_RE = re.compile(r"<[^<>\s]+>")

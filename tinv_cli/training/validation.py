@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinv_cli import inversion, plot
+from tinv_cli.training import inversion, metrics
 
 if TYPE_CHECKING:
     import torch
@@ -66,7 +66,7 @@ class Validator:
                 tokenizer_2=self.tokenizers[1] if len(self.tokenizers) > 1 else None,
             )
             future = Future()
-            future.set_result(plot.save_png(plot.image_grid(images), out))
+            future.set_result(metrics.save_png(metrics.image_grid(images), out))
         else:
             future = self.worker.submit(self._render, self._encode(prompt), out)
         self.pending.append((step, future))
@@ -161,4 +161,4 @@ class Validator:
                 ).images
             finally:
                 parts.vae.to(vae_device)
-        return plot.save_png(plot.image_grid(images), out)
+        return metrics.save_png(metrics.image_grid(images), out)

@@ -32,11 +32,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinv_cli import checkpoint, speed
 from tinv_cli.embedding import describe_widths, token_names
 from tinv_cli.errors import TinvError
-from tinv_cli.train_process import StepRate, StopSignal, cpu_processes, peak_memory
-from tinv_cli.train_request import (
+from tinv_cli.training import checkpoint, speed
+from tinv_cli.training.process import StepRate, StopSignal, cpu_processes, peak_memory
+from tinv_cli.training.request import (
     CONCEPT_OVERRIDES,
     REPORT_TO,
     StartInfo,
@@ -67,8 +67,8 @@ __all__ = [
 if TYPE_CHECKING:
     import torch
 
-    from tinv_cli.registry import Registry
-    from tinv_cli.validation import Validator
+    from tinv_cli.registry.store import Registry
+    from tinv_cli.training.validation import Validator
 
 LOSS_EVERY = 10  # steps between reading the loss back from the device (a host sync)
 SETTINGS_SCHEMA = 1
@@ -101,7 +101,7 @@ def train(
     on SIGINT/SIGTERM. ``pipeline``: train on a pipeline already in memory instead of loading the base model;
     its modules are used as they are and handed back unchanged (same modules, weights, devices and modes).
     """
-    from tinv_cli.registry import Registry
+    from tinv_cli.registry.store import Registry
 
     recipe = _Recipe(request, callbacks or TrainCallbacks(), registry if registry is not None else Registry())
     try:
@@ -143,7 +143,7 @@ class _Recipe:
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState, GradientState, PartialState
 
-        from tinv_cli.data import fingerprint, load_training_set
+        from tinv_cli.training.data import fingerprint, load_training_set
 
         request = self.request
         concept, config = resolve_concept(request.project, request.concept, request.overrides)
@@ -153,7 +153,7 @@ class _Recipe:
         )
         self.start_entry = self.registry.get(request.from_entry) if request.from_entry else None
         if self.start_entry is not None:
-            from tinv_cli.models import model_widths_from_config
+            from tinv_cli.models.configs import model_widths_from_config
 
             # An entry of another model family is refused before any weights load, when the model's config
             # files are on this machine (loading checks again against the weights).
@@ -233,8 +233,9 @@ class _Recipe:
         import torch
         from diffusers import DDPMScheduler
 
-        from tinv_cli import inversion, sdxl
-        from tinv_cli.templates import all_prompts
+        from tinv_cli.families import sdxl
+        from tinv_cli.training import inversion
+        from tinv_cli.training.templates import all_prompts
 
         concept, config, device = self.concept, self.config, self.device
         dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
@@ -328,7 +329,7 @@ class _Recipe:
     def _initial_vectors(self, tables: list[torch.Tensor]) -> list[torch.Tensor]:
         """Starting vectors per text encoder: the --from entry's, else the concept's initializer (or random or
         zero rows, each encoder from a random stream of its own)."""
-        from tinv_cli import inversion
+        from tinv_cli.training import inversion
 
         if self.start_entry is not None:
             start = self.start_entry.embedding()
@@ -348,7 +349,7 @@ class _Recipe:
     def _check_start_fits(self, widths: tuple[int, ...]) -> None:
         """Refuses --from an entry trained for another model family, naming both families."""
         from tinv_cli.errors import ModelError
-        from tinv_cli.loader import check_fits
+        from tinv_cli.sampling.loader import check_fits
 
         start = self.start_entry
         if start is None:
@@ -401,8 +402,8 @@ class _Recipe:
         import torch
         from accelerate.utils import set_seed
 
-        from tinv_cli import plot
-        from tinv_cli.data import SampleStream, derive_seed
+        from tinv_cli.training import metrics
+        from tinv_cli.training.data import SampleStream, derive_seed
 
         config = self.config
         # Every process has read the run folder (in _setup_run) before rank 0 may clear it below.
@@ -439,7 +440,7 @@ class _Recipe:
             # A resumed run keeps the way of stepping it started with, so it stays the same run to the bit.
             self.batched = bool(state.get("batched", False))
             if self.main:
-                plot.truncate_metrics(self.run_dir / plot.METRICS_FILE, resume.step)
+                metrics.truncate_metrics(self.run_dir / metrics.METRICS_FILE, resume.step)
             self.callbacks.on_message(
                 f"Resuming {self.concept.name} from its checkpoint at step {resume.step}/{resume.total_steps}"
             )
@@ -480,10 +481,10 @@ class _Recipe:
         """A new run starts from an empty run folder (the registry keeps every earlier result)."""
         import shutil
 
-        from tinv_cli import plot
+        from tinv_cli.training import metrics
 
         checkpoint.discard(self.run_dir)
-        for name in (plot.METRICS_FILE, plot.LOSS_PLOT):
+        for name in (metrics.METRICS_FILE, metrics.LOSS_PLOT):
             (self.run_dir / name).unlink(missing_ok=True)
         for folder in ("validation", TRACKER_DIR):
             shutil.rmtree(self.run_dir / folder, ignore_errors=True)
@@ -583,8 +584,8 @@ class _Recipe:
         noise: torch.Tensor,
         timesteps: torch.Tensor,
     ) -> torch.Tensor:
-        from tinv_cli import sdxl
-        from tinv_cli.inversion import diffusion_loss
+        from tinv_cli.families import sdxl
+        from tinv_cli.training.inversion import diffusion_loss
 
         with self.accelerator.autocast():
             if self.xl is None:
@@ -639,7 +640,7 @@ class _Recipe:
         """The mean loss since the last read (this is the host sync), logged to metrics.jsonl and trackers."""
         import math
 
-        from tinv_cli import plot
+        from tinv_cli.training import metrics
 
         if self.loss_count == 0:
             return None
@@ -658,7 +659,7 @@ class _Recipe:
         if self.main:
             it_s = None if self.it_s is None else round(self.it_s, 3)
             record = {"step": self.step, "loss": value, "lr": self._lr(), "it_s": it_s}
-            plot.append_metrics(self.run_dir / plot.METRICS_FILE, [record])
+            metrics.append_metrics(self.run_dir / metrics.METRICS_FILE, [record])
         if self.request.report_to:
             self.accelerator.log({"loss": value, "lr": self._lr()}, step=self.step)
         return value
@@ -678,8 +679,8 @@ class _Recipe:
         """Start a fixed-seed image grid for the validation prompt, made by the modules being trained; on a GPU
         it is made beside the next training steps (validation.py)."""
         from tinv_cli.embedding import Embedding
-        from tinv_cli.loader import expand_prompt
-        from tinv_cli.validation import Validator, in_background
+        from tinv_cli.sampling.loader import expand_prompt
+        from tinv_cli.training.validation import Validator, in_background
 
         if self.main:
             concept = self.concept
@@ -712,7 +713,7 @@ class _Recipe:
         """Save everything the next step depends on; every process's RNG states go into rank 0's file."""
         from accelerate.utils import gather_object
 
-        from tinv_cli import plot
+        from tinv_cli.training import metrics
 
         if self.checkpoint_step == self.step:
             return
@@ -745,8 +746,10 @@ class _Recipe:
                 "project": str(self.request.project.path),
             }
             path = checkpoint.save(self.run_dir, state, meta)
-            metrics = plot.read_metrics(self.run_dir / plot.METRICS_FILE)
-            plot.draw_loss_curve(metrics, self.run_dir / plot.LOSS_PLOT, title=f"{self.concept.name}: loss")
+            records = metrics.read_metrics(self.run_dir / metrics.METRICS_FILE)
+            metrics.draw_loss_curve(
+                records, self.run_dir / metrics.LOSS_PLOT, title=f"{self.concept.name}: loss"
+            )
             self.callbacks.on_checkpoint(self.step, path)
         self.checkpoint_step = self.step
         self.accelerator.wait_for_everyone()
@@ -759,8 +762,8 @@ class _Recipe:
     def finish(self) -> TrainSummary:
         from accelerate.utils import broadcast_object_list, gather_object
 
-        from tinv_cli import plot
         from tinv_cli.embedding import Embedding
+        from tinv_cli.training import metrics
 
         self.save_checkpoint()  # so a failure while registering resumes here, with nothing left to train
         if self.concept.validation_prompt:
@@ -823,8 +826,8 @@ class _Recipe:
             peak_memory_bytes=peak_memory(self.device),
             run_dir=self.run_dir,
             checkpoint=self.run_dir / checkpoint.CHECKPOINT_DIR,
-            metrics=self.run_dir / plot.METRICS_FILE,
-            loss_plot=self.run_dir / plot.LOSS_PLOT,
+            metrics=self.run_dir / metrics.METRICS_FILE,
+            loss_plot=self.run_dir / metrics.LOSS_PLOT,
             validation=tuple(self.validations),
             device=str(self.device),
             num_processes=self.world,

@@ -28,7 +28,7 @@ from tinv_cli.errors import DataError, ModelError
 if TYPE_CHECKING:
     from PIL import Image
 
-    from tinv_cli.registry import Entry, Registry
+    from tinv_cli.registry.store import Entry, Registry
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 OBJECT_PROMPT = "a photo of a {}"
@@ -92,8 +92,8 @@ Report = Callable[[str], None]
 
 def evaluate(registry: Registry, ref: str, options: EvalOptions, report: Report | None = None) -> EvalResult:
     """Score registry entry ``ref`` (``NAME`` or ``NAME@N``) as the module docstring describes."""
-    from tinv_cli import models
     from tinv_cli.images import list_images
+    from tinv_cli.models import refs
 
     options.check()
     say = report or (lambda message: None)
@@ -109,7 +109,7 @@ def evaluate(registry: Registry, ref: str, options: EvalOptions, report: Report 
         raise DataError(
             f"{entry.ref} has no training images in its registry entry", "retrain or re-import it"
         )
-    folder = models.check_model_ref(base)
+    folder = refs.check_model_ref(base)
     judge_folder = folder / "judge" if folder is not None else None
     say(f"loading {base}")
     pipe = _load(entry, base, options)
@@ -127,13 +127,14 @@ def _open(path: Path) -> Image.Image:
 
 
 def _load(entry: Entry, base: str, options: EvalOptions) -> Any:
-    from tinv_cli import loader, models
+    from tinv_cli.models import loading
+    from tinv_cli.sampling import loader
 
-    device = models.pick_device(options.device)
-    pipe = models.load_pipeline(
+    device = loading.pick_device(options.device)
+    pipe = loading.load_pipeline(
         base,
         revision=entry.info.get("base_model_revision"),
-        torch_dtype=models.pick_dtype("auto", device),
+        torch_dtype=loading.pick_dtype("auto", device),
         device=device,
     )
     loader.load_concepts(pipe, [entry.embedding()])
@@ -151,7 +152,7 @@ def _prompts(entry: Entry) -> tuple[str, str | None]:
 
 def _generate(pipe: Any, entry: Entry, prompt: str, options: EvalOptions) -> list[Image.Image]:
     """``options.samples`` images of ``prompt`` at the model's own size."""
-    from tinv_cli import loader
+    from tinv_cli.sampling import loader
     from tinv_cli.shapes.measure import generate
 
     expanded = loader.expand_prompt(prompt, [entry.embedding()])
@@ -285,7 +286,7 @@ def _save_picture(panels: Sequence[tuple[str, Sequence[Image.Image]]], out: Path
     (nearest neighbour) to 64 px so a 32 px sample stays readable."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from tinv_cli.plot import image_grid, save_png
+    from tinv_cli.training.metrics import image_grid, save_png
 
     cell = max(64, max(image.width for _, images in panels for image in images[:1]))
     grids = []

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinv_cli.config import Concept
 from tinv_cli.embedding import token_names
 from tinv_cli.errors import DataError, ModelError
+from tinv_cli.project.config import Concept
 
 if TYPE_CHECKING:
     import torch
@@ -49,8 +49,8 @@ def initial_vectors(
     ``stream`` names the random draw, so each text encoder of a model gets its own."""
     import torch
 
-    from tinv_cli.data import derive_seed
-    from tinv_cli.project import initializer_ids, initializer_plan
+    from tinv_cli.project.tokens import initializer_ids, initializer_plan
+    from tinv_cli.training.data import derive_seed
 
     table = weight.detach().float()
     n, d = concept.vectors, table.shape[1]
@@ -261,8 +261,8 @@ class Parts:
 
 
 def load_parts(base: str, revision: str | None, dtype: torch.dtype, pipeline: Any | None) -> Parts:
-    from tinv_cli import sdxl
-    from tinv_cli.models import load_pipeline
+    from tinv_cli.families import sdxl
+    from tinv_cli.models.loading import load_pipeline
 
     pipe = pipeline if pipeline is not None else load_pipeline(base, revision=revision, torch_dtype=dtype)
     names = ["tokenizer", "text_encoder", "unet", "vae", "scheduler"]

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tinv_cli.config import Concept, Project, TrainConfig
 from tinv_cli.errors import NotFoundError, TinvError
 from tinv_cli.paths import tinv_home
+from tinv_cli.project.config import Concept, Project, TrainConfig
 
 REPORT_TO = ("tensorboard",)
 CONCEPT_OVERRIDES = ("vectors", "initializer", "init", "validation_prompt")
@@ -101,7 +101,7 @@ def flag_name(key: str) -> str:
 
 def resolve_concept(project: Project, name: str, overrides: Mapping[str, Any]) -> tuple[Concept, TrainConfig]:
     """The concept ``name`` of ``project`` and its training settings, with command-line ``overrides`` applied."""
-    from tinv_cli.project import CONCEPT_FIELDS, TRAIN_FIELDS
+    from tinv_cli.project.schema import CONCEPT_FIELDS, TRAIN_FIELDS
 
     concept = project.concepts.get(name)
     if concept is None:

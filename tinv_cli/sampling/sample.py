@@ -23,16 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinv_cli import pngmeta
-from tinv_cli.config import DEFAULT_BASE_MODEL
 from tinv_cli.errors import NotFoundError, TinvError
-from tinv_cli.prompt_concepts import PromptConcept, pinned_prompt, resolve_concepts
+from tinv_cli.project.config import DEFAULT_BASE_MODEL
+from tinv_cli.sampling import pngmeta
+from tinv_cli.sampling.prompt import PromptConcept, pinned_prompt, resolve_concepts
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from tinv_cli.config import Project
-    from tinv_cli.registry import Registry
+    from tinv_cli.project.config import Project
+    from tinv_cli.registry.store import Registry
 
 # name -> (diffusers class, overrides of the model's scheduler config, AUTOMATIC1111's name for it)
 SCHEDULERS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -79,7 +79,7 @@ class SampleOptions:
 
     def check(self) -> None:
         """Raise TinvError for an option that cannot work, before anything is loaded."""
-        from tinv_cli.models import DEVICES, DTYPES
+        from tinv_cli.models.loading import DEVICES, DTYPES
 
         for name in ("num_images", "steps", "batch_size"):
             if getattr(self, name) < 1:
@@ -148,13 +148,13 @@ class SampleResult:
 
     def save(self, out_dir: Path, *, grid: bool = False) -> list[Path]:
         """Write the images (and a labelled grid) as PNGs with their metadata; returns the paths written."""
-        from tinv_cli.sample_output import save_result
+        from tinv_cli.sampling.output import save_result
 
         return save_result(self, Path(out_dir), grid=grid)
 
 
 def _find_project(explicit: Path | None) -> Project | None:
-    from tinv_cli.project import find_project, load_project
+    from tinv_cli.project.load import find_project, load_project
 
     if explicit is not None:
         return load_project(explicit, check_images=False)
@@ -255,8 +255,9 @@ def prepare(
     Every check that needs no weights comes first, the width check included when the model's config files are
     on this machine; ``loader.load_concepts`` checks the widths again against the loaded weights.
     """
-    from tinv_cli import loader, models
-    from tinv_cli.registry import Registry
+    from tinv_cli.models import configs, loading, refs
+    from tinv_cli.registry.store import Registry
+    from tinv_cli.sampling import loader
 
     report = progress or _ignore
     options.check()
@@ -264,16 +265,16 @@ def prepare(
     concepts = resolve_concepts([prompt, options.negative_prompt], registry or Registry(), project)
     embeddings = [concept.embedding() for concept in concepts]
     choice = choose_model(options, concepts, project)
-    models.check_model_ref(choice.base)
-    known_widths = models.model_widths_from_config(choice.base, choice.revision)
+    refs.check_model_ref(choice.base)
+    known_widths = configs.model_widths_from_config(choice.base, choice.revision)
     if known_widths is not None:
         for embedding in embeddings:
             loader.check_fits(embedding, known_widths)
-    device = models.pick_device(options.device)
-    dtype = models.pick_dtype(options.dtype, device)
+    device = loading.pick_device(options.device)
+    dtype = loading.pick_dtype(options.dtype, device)
 
     report(Progress("load", f"loading {choice.base}"))
-    pipe = models.load_pipeline(choice.base, revision=choice.revision, torch_dtype=dtype)
+    pipe = loading.load_pipeline(choice.base, revision=choice.revision, torch_dtype=dtype)
     if embeddings:
         count = len(embeddings)
         report(Progress("load", f"loading {count} concept{'s' if count != 1 else ''}"))
@@ -362,7 +363,7 @@ def _command(prepared: Prepared, options: SampleOptions, seed: int) -> str:
 def describe(prepared: Prepared, options: SampleOptions, seed: int, index: int) -> tuple[str, dict[str, Any]]:
     """The A1111 ``parameters`` text and tinv's metadata of one image."""
     from tinv_cli import __version__
-    from tinv_cli.models import model_label
+    from tinv_cli.models.refs import model_label
 
     width, height = prepared.size
     hashes = ", ".join(f"{c.word.strip('<>')}: {(c.entry.sha256 or '')[:12]}" for c in prepared.concepts)

@@ -1,0 +1,94 @@
+"""A base model's configuration files, read from a local folder or the Hugging Face cache without loading any
+weights: ``model_index.json`` and the text encoders' widths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tinv_cli.hub.errors import _hub_error
+from tinv_cli.models.refs import MODEL_INDEX, _local_folder
+
+# Pipeline components that hold a CLIP text encoder whose embedding table a concept extends, in pipeline order.
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+
+
+def _cached_file(base: str, filename: str, revision: str | None, cache_dir: Path | None) -> Path | None:
+    """``filename`` from a local model folder or the HF cache, without touching the network; None if absent."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    folder = _local_folder(base)
+    if folder is not None:
+        path = folder / filename
+        return path if path.is_file() else None
+    try:
+        found = try_to_load_from_cache(
+            base, filename, revision=revision, cache_dir=str(cache_dir) if cache_dir else None
+        )
+    except HFValidationError:
+        return None
+    # A str is a cached path; None means "not cached", and a sentinel object "known not to exist".
+    return Path(found) if isinstance(found, str) else None
+
+
+def _read_json(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def model_index(
+    base: str, revision: str | None = None, *, cache_dir: Path | None = None
+) -> dict[str, Any] | None:
+    """The pipeline's ``model_index.json`` if it is on this machine (local folder or HF cache), else None."""
+    return _read_json(_cached_file(base, MODEL_INDEX, revision, cache_dir))
+
+
+def _present(index: dict[str, Any], component: str) -> bool:
+    # model_index.json lists a component as [library, class]; [null, null] means the slot is empty.
+    value = index.get(component)
+    return isinstance(value, list) and len(value) == 2 and value[0] is not None
+
+
+def model_widths_from_config(
+    base: str, revision: str | None = None, *, cache_dir: Path | None = None
+) -> tuple[int, ...] | None:
+    """The hidden sizes of the model's text encoders, in pipeline order, read from their ``config.json`` files
+    without loading any weights. None when that cannot be known yet (not downloaded, unusual layout)."""
+    index = model_index(base, revision, cache_dir=cache_dir)
+    if index is None:
+        return None
+    widths = []
+    for component in TEXT_ENCODERS:
+        if not _present(index, component):
+            continue
+        config = _read_json(_cached_file(base, f"{component}/config.json", revision, cache_dir))
+        if config is None:
+            return None
+        # A CLIPTextConfig keeps hidden_size at the top; a full CLIPConfig nests it under text_config.
+        text_config = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+        width = text_config.get("hidden_size")
+        if not isinstance(width, int):
+            return None
+        widths.append(width)
+    return tuple(widths) or None
+
+
+def _fetch_model_index(base: str, revision: str | None) -> dict[str, Any] | None:
+    """``model_index.json`` of a Hub model, from the cache or downloaded (one small file)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(base, MODEL_INDEX, revision=revision)
+    except OSError as exc:  # every Hub and cache failure is an OSError subclass (HfHubHTTPError included)
+        error = _hub_error(base, revision, exc)
+        if error is None:
+            raise
+        raise error from exc
+    return _read_json(Path(path))

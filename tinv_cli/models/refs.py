@@ -1,0 +1,92 @@
+"""What names a base model: a ``builtin:NAME`` shipped with tinv, a local diffusers folder, or a Hub id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinv_cli.errors import ModelError, NotFoundError
+
+MODEL_INDEX = "model_index.json"
+
+_LOCAL_HINT = "or pass a local diffusers folder with --model"
+
+
+BUILTIN_PREFIX = "builtin:"
+# Models that ship inside tinv, by name: the folder (diffusers layout) under the tinv_cli package.
+BUILTIN_MODELS = {"shapes": Path("shapes") / "model"}
+
+
+def builtin_folder(base: str) -> Path | None:
+    """The shipped folder that a ``builtin:NAME`` model id names, or None for any other model reference.
+
+    The one place ``builtin:`` ids are resolved: every loader reaches it through ``_local_folder``, so a
+    built-in model works wherever a local folder does."""
+    if not base.startswith(BUILTIN_PREFIX):
+        return None
+    name = base[len(BUILTIN_PREFIX) :]
+    if name not in BUILTIN_MODELS:
+        raise NotFoundError(
+            f"no built-in model {name!r}",
+            f"built-in models: {', '.join(BUILTIN_PREFIX + known for known in BUILTIN_MODELS)}",
+        )
+    folder = Path(__file__).resolve().parent.parent / BUILTIN_MODELS[name]
+    if not (folder / MODEL_INDEX).is_file():
+        raise NotFoundError(
+            f"the weights of {base} are missing from this installation ({folder})",
+            "reinstall tinv, or rebuild them with `python -m tinv_cli.shapes.build --out "
+            + str(folder)
+            + "`",
+        )
+    return folder
+
+
+def _local_folder(base: str) -> Path | None:
+    builtin = builtin_folder(base)
+    if builtin is not None:
+        return builtin
+    folder = Path(base).expanduser()
+    return folder if folder.is_dir() else None
+
+
+def _looks_like_path(base: str) -> bool:
+    """True for text that can only mean a folder: ``./x``, ``../x``, ``/x``, ``~/x``, ``C:\\x`` or ``a/b/c``."""
+    return (
+        base.startswith((".", "/", "~", "\\"))
+        or (len(base) > 1 and base[1] == ":")
+        or base.count("/") > 1
+        or "\\" in base
+    )
+
+
+def check_model_ref(base: str) -> Path | None:
+    """The local folder ``base`` names, or None for a valid Hub id; ModelError for anything else."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    folder = _local_folder(base)
+    if folder is not None:
+        if not (folder / MODEL_INDEX).is_file():
+            raise ModelError(
+                f"{folder} is not a diffusers pipeline folder (it has no {MODEL_INDEX})",
+                "pass a folder written by save_pretrained (model_index.json, unet/, vae/, text_encoder/, ...) "
+                "or a Hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5",
+            )
+        return folder
+    if _looks_like_path(base):
+        raise NotFoundError(f"model folder {base} does not exist", "check the path given to --model")
+    try:
+        validate_repo_id(base)
+    except HFValidationError:
+        raise ModelError(
+            f"{base!r} is neither a folder nor a Hugging Face Hub model id",
+            "pass a Hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5, or a local diffusers folder",
+        ) from None
+    return None
+
+
+def model_label(base: str) -> str:
+    """A short name for a model in image metadata: the Hub id, or a local folder's name."""
+    if base.startswith(BUILTIN_PREFIX):
+        return base
+    folder = _local_folder(base)
+    return folder.resolve().name if folder is not None else base

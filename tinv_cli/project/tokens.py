@@ -1,0 +1,151 @@
+"""Checks of a project that need the base model's tokenizer: placeholders that are already words, and
+initializer words that are not one token each."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tinv_cli.embedding import token_names
+from tinv_cli.errors import ModelError, Problem, ProjectError
+from tinv_cli.project.config import (
+    ModelConfig,
+    Project,
+)
+
+if sys.version_info >= (3, 11):
+    pass
+else:
+    pass
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
+from tinv_cli.project.schema import _quote, _table_label
+from tinv_cli.project.toml_lines import _key_lines, _line_of
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks that need the base model's tokenizer.
+
+
+def initializer_plan(num_tokens: int, vectors: int) -> list[list[int]]:
+    """For each of ``vectors`` vectors, the initializer token indices whose embeddings it starts from (mean).
+
+    Token j goes to vector ``j % vectors``; when there are more vectors than tokens, the tokens are cycled,
+    so every vector gets at least one token and every token is used.
+    """
+    if num_tokens < 1 or vectors < 1:
+        raise ValueError(
+            f"initializer_plan needs at least one token and one vector, got {num_tokens}, {vectors}"
+        )
+    plan: list[list[int]] = [[] for _ in range(vectors)]
+    for j in range(max(vectors, num_tokens)):
+        plan[j % vectors].append(j % num_tokens)
+    return plan
+
+
+# Either file set is a complete tokenizer: the original CLIP files, or the single file transformers >= 5 saves.
+_TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
+
+
+def initializer_ids(tokenizer: Any, initializer: str) -> list[int]:
+    """Token ids of each word of ``initializer``; every word must be one token the tokenizer knows."""
+    ids = []
+    for word in initializer.split():
+        word_ids = tokenizer.encode(word, add_special_tokens=False)
+        if len(word_ids) != 1 or word_ids[0] == tokenizer.unk_token_id:
+            pieces = " ".join(tokenizer.convert_ids_to_tokens(word_ids))
+            raise ModelError(
+                f"initializer word {word!r} is not in the base model's vocabulary (it splits into {pieces})",
+                "use a common word close to the concept (e.g. toy, cat, painting), or --init random",
+            )
+        ids.append(word_ids[0])
+    if not ids:
+        raise ModelError("the initializer is empty", "use a word close to the concept, or --init random")
+    return ids
+
+
+def _local_tokenizer(model: ModelConfig) -> CLIPTokenizer | None:
+    """The base model's tokenizer if it is on this machine (a local folder or the HF cache), else None."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    from tinv_cli.models.refs import builtin_folder
+
+    local = builtin_folder(model.base) or Path(model.base)
+    if local.is_dir():
+        folder = local / "tokenizer"
+        if not any(all((folder / name).is_file() for name in names) for names in _TOKENIZER_FILES):
+            return None
+    else:
+        for names in _TOKENIZER_FILES:
+            try:
+                cached = [
+                    try_to_load_from_cache(model.base, f"tokenizer/{name}", revision=model.revision)
+                    for name in names
+                ]
+            except HFValidationError:  # not a Hub id at all (e.g. a folder that does not exist)
+                return None
+            if all(isinstance(c, str) for c in cached):
+                folder = Path(str(cached[0])).parent
+                break
+        else:
+            return None
+    # Checked by hand above because transformers >= 5 quietly builds an empty tokenizer when files are missing.
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+def check_project(project: Project) -> list[str]:
+    """Check every concept's placeholder and initializer against the base model's tokenizer.
+
+    Returns notes (including one saying the checks were skipped when the tokenizer is not on this machine);
+    raises ``ProjectError`` with every problem at once.
+    """
+    tokenizer = _local_tokenizer(project.model)
+    if tokenizer is None:
+        return [f"tokenizer of {project.model.base} not available locally; token checks skipped"]
+    try:
+        lines = _key_lines(project.path.read_text(encoding="utf-8"))
+    except OSError:
+        lines = {}
+
+    vocab = tokenizer.get_vocab()
+    notes: list[str] = []
+    problems: list[Problem] = []
+    for name, concept in project.concepts.items():
+        label = _table_label(("concepts", name))
+        for entry in token_names(concept.token, concept.vectors):
+            pieces = tokenizer.tokenize(entry)
+            if entry in vocab or (
+                len(pieces) == 1 and pieces[0] in vocab and pieces[0] != tokenizer.unk_token
+            ):
+                problems.append(
+                    Problem(
+                        project.path,
+                        _line_of(lines, ("concepts", name, "token")),
+                        f"{label} {entry} is already a word of the tokenizer; pick another token",
+                    )
+                )
+                break
+        if concept.init != "initializer" or concept.initializer is None:
+            continue
+        try:
+            ids = initializer_ids(tokenizer, concept.initializer)
+        except ModelError as error:
+            line = _line_of(lines, ("concepts", name, "initializer"))
+            problems.append(Problem(project.path, line, f"{label} {error.message}; {error.hint}"))
+            continue
+        if len(ids) > 1:
+            n = concept.vectors
+            notes.append(
+                f"concept {name}: initializer {_quote(concept.initializer)} is {len(ids)} words; "
+                f"with {n} vector{'s' if n > 1 else ''}, vector i starts from the mean of the initializer's "
+                f"words j where j % {n} == i (words cycled when {n} > {len(ids)})"
+            )
+    if problems:
+        raise ProjectError(
+            sorted(problems, key=lambda p: p.line), "change the token or initializer and run again"
+        )
+    return notes
