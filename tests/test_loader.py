@@ -11,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tests.helpers import encode_prompt
 from tests.tiny import build_tiny_pipeline
 from tinv_cli.embedding import Embedding
 from tinv_cli.errors import ModelError
-from tinv_cli.sampling.loader import check_fits, encode_prompt, expand_prompt, load_concepts, model_widths
+from tinv_cli.sampling.loader import check_fits, expand_prompt, load_concepts, model_widths
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline

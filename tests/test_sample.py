@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import read_metadata
 from tinv_cli import generate
 from tinv_cli.embedding import Embedding, token_names
 from tinv_cli.errors import ModelError
 from tinv_cli.models.loading import load_pipeline
 from tinv_cli.registry.store import Entry, Registry
 from tinv_cli.registry.transfer import import_file
-from tinv_cli.sampling import pngmeta
 from tinv_cli.sampling.prompt import resolve_concepts
 from tinv_cli.sampling.sample import SCHEDULERS, SampleOptions, choose_model, prepare, set_scheduler
 
@@ -69,7 +69,7 @@ def test_two_concepts_images_written_and_metadata_parses_back(
     ]
 
     for index, path in enumerate(paths):
-        parameters, meta = pngmeta.read_metadata(path)
+        parameters, meta = read_metadata(path)
         assert parameters["Prompt"] == PROMPT
         assert parameters["Negative prompt"] == "blurry, <birb-style>"
         assert parameters["Steps"] == "2"
@@ -94,7 +94,7 @@ def test_two_concepts_images_written_and_metadata_parses_back(
         assert "'A <cat-toy@1> backpack in the style of <birb-style@1>'" in meta["command"]
 
     # The metadata is enough to make the second image again, bit for bit.
-    _, meta = pngmeta.read_metadata(paths[1])
+    _, meta = read_metadata(paths[1])
     again = generate(
         meta["prompt"],
         negative_prompt=meta["negative_prompt"],

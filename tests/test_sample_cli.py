@@ -11,11 +11,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.helpers import read_metadata
 from tinv_cli.cli import app
 from tinv_cli.cli.sample_cmd import SCHEDULER_NAMES
 from tinv_cli.embedding import Embedding
 from tinv_cli.registry.store import Registry
-from tinv_cli.sampling import pngmeta
 from tinv_cli.sampling.sample import SCHEDULERS
 
 runner = CliRunner()
@@ -81,7 +81,7 @@ def test_writes_images_and_grid_and_prints_their_paths(
     assert "Loading" in result.stderr
     # tinv reports its own progress; the libraries' loading bars and notices stay off the terminal.
     assert "Loading pipeline components" not in result.stderr and "torchvision" not in result.stderr
-    parameters, meta = pngmeta.read_metadata(paths[-1])
+    parameters, meta = read_metadata(paths[-1])
     assert parameters["Sampler"] == "DDIM"
     assert meta["grid"] == {"seeds": [7, 8, 9], "files": [p.name for p in paths[:3]]}
 
@@ -112,7 +112,7 @@ def test_json_and_the_project_model(cat_toy: None, tiny_model_dir: Path, tmp_pat
     assert image["seed"] == 3
     assert Path(image["path"]).parent == tmp_path / "samples"
     assert [c["name"] for c in data["concepts"]] == ["cat-toy"]
-    _, meta = pngmeta.read_metadata(Path(image["path"]))
+    _, meta = read_metadata(Path(image["path"]))
     assert (meta["width"], meta["height"]) == (48, 32)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.helpers import parse_parameters, read_metadata, read_png_text
 from tinv_cli.errors import FormatError
 from tinv_cli.sampling import pngmeta
 from tinv_cli.sampling.output import _write_new, labelled_grid, slug
@@ -24,7 +25,7 @@ A1111_TEXT = (
 
 
 def test_parses_what_automatic1111_writes() -> None:
-    parsed = pngmeta.parse_parameters(A1111_TEXT)
+    parsed = parse_parameters(A1111_TEXT)
     assert parsed["Prompt"] == "masterpiece, a <cat-toy> on a beach, (detailed:1.2)"
     assert parsed["Negative prompt"] == "blurry, lowres"
     assert parsed["Steps"] == "20"
@@ -53,7 +54,7 @@ def test_format_then_parse_gives_back_every_value() -> None:
     negative = "blurry\nsecond negative line"
     text = pngmeta.format_parameters(prompt, negative, settings)
     assert "Left out" not in text
-    parsed = pngmeta.parse_parameters(text)
+    parsed = parse_parameters(text)
     assert parsed["Prompt"] == prompt
     assert parsed["Negative prompt"] == negative
     assert parsed["Model"] == "org/model: v2, fp16"
@@ -70,11 +71,11 @@ def test_format_then_parse_gives_back_every_value() -> None:
 def test_no_negative_prompt_line_when_there_is_none() -> None:
     text = pngmeta.format_parameters("a cat", "", {"Steps": 1, "Seed": 2, "Size": "8x8"})
     assert text == "a cat\nSteps: 1, Seed: 2, Size: 8x8"
-    assert pngmeta.parse_parameters(text)["Negative prompt"] == ""
+    assert parse_parameters(text)["Negative prompt"] == ""
 
 
 def test_a_prompt_alone_is_all_prompt() -> None:
-    parsed = pngmeta.parse_parameters("just a prompt: nothing else")
+    parsed = parse_parameters("just a prompt: nothing else")
     assert parsed == {"Prompt": "just a prompt: nothing else", "Negative prompt": ""}
 
 
@@ -86,23 +87,23 @@ def test_png_chunks_round_trip_through_a_file(tmp_path: Path) -> None:
     path = tmp_path / "image.png"
     Image.new("RGB", (8, 8), "red").save(path, pnginfo=pngmeta.png_info(parameters, tinv))
 
-    parsed, meta = pngmeta.read_metadata(path)
+    parsed, meta = read_metadata(path)
     assert parsed["Prompt"] == "ein Käfer über dem Meer ✓"
     assert parsed["Seed"] == "7"
     assert meta == {"schema": pngmeta.TINV_SCHEMA, **tinv}
     # Other tools look for the chunk under exactly this key.
-    assert json.loads(pngmeta.read_png_text(path)["tinv"])["seed"] == 7
-    assert pngmeta.read_png_text(path)["parameters"] == parameters
+    assert json.loads(read_png_text(path)["tinv"])["seed"] == 7
+    assert read_png_text(path)["parameters"] == parameters
 
 
 def test_a_png_without_our_chunks_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "plain.png"
     Image.new("RGB", (8, 8)).save(path)
     with pytest.raises(FormatError, match="no generation parameters"):
-        pngmeta.read_metadata(path)
+        read_metadata(path)
     (tmp_path / "junk.png").write_bytes(b"not a png")
     with pytest.raises(FormatError, match="not a readable PNG"):
-        pngmeta.read_metadata(tmp_path / "junk.png")
+        read_metadata(tmp_path / "junk.png")
 
 
 @pytest.mark.parametrize(

@@ -91,8 +91,9 @@ def test_registered_entry_loads_everywhere_and_no_other_row_changed(
 ) -> None:
     from diffusers import StableDiffusionPipeline
 
+    from tests.helpers import encode_prompt
     from tests.tiny import build_tiny_pipeline
-    from tinv_cli.sampling.loader import encode_prompt, expand_prompt, load_concepts
+    from tinv_cli.sampling.loader import expand_prompt, load_concepts
 
     project = make_project(
         tmp_path,

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tinv_cli.embedding import FAMILY_LABELS, Embedding, describe_widths, family_for_widths, token_names
 from tinv_cli.errors import ModelError
-
-if TYPE_CHECKING:
-    import torch
 
 # Pipeline attributes in the order Embedding.vectors uses: vectors[i] belongs to the i-th pair present.
 _ENCODER_SLOTS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))
@@ -180,36 +177,3 @@ def expand_prompt(prompt: str, embeddings: Sequence[Embedding]) -> str:
             counts.setdefault(name, 1)
         counts[embedding.token] = embedding.num_vectors
     return _expand(prompt, counts)
-
-
-def _loaded_counts(tokenizer: Any) -> dict[str, int]:
-    """Vector counts of the tokens added to a tokenizer, read from the ``token_1, token_2, ...`` names."""
-    added = set(tokenizer.added_tokens_encoder) - set(tokenizer.all_special_tokens)
-    counts = {}
-    for token in added:
-        count = 1
-        while f"{token}_{count}" in added:
-            count += 1
-        counts[token] = count
-    return counts
-
-
-def encode_prompt(pipe: Any, prompt: str) -> torch.Tensor:
-    """The first text encoder's last hidden state ``[1, 77, width]`` for ``prompt``, with multi-vector tokens of
-    the concepts loaded into the pipeline expanded, as the pipeline conditions on it."""
-    import torch
-
-    tokenizer, encoder = _required_pairs(pipe)[0]
-    text = _expand(prompt, _loaded_counts(tokenizer))
-    inputs = tokenizer(
-        text,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    mask = None
-    if getattr(encoder.config, "use_attention_mask", False):
-        mask = inputs.attention_mask.to(encoder.device)
-    with torch.no_grad():
-        return encoder(inputs.input_ids.to(encoder.device), attention_mask=mask)[0]
