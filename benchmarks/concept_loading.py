@@ -78,12 +78,12 @@ def measure(registry, pipe, count: int, repeats: int) -> dict[str, float]:
 
 def measure_full_table(count: int, repeats: int) -> tuple[float, float]:
     """Median ms to grow an SD 1.x-sized token table (49,408 x 768) by ``count`` concepts' rows: the way
-    load_concepts does it (``loader._grow_input_embeddings``: one copy) and through transformers'
+    load_concepts does it (``loader.grow_input_embeddings``: one copy) and through transformers'
     ``resize_token_embeddings``, alternating (the tiny tokenizer cannot show this cost)."""
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from tinv_cli.sampling.loader import _grow_input_embeddings
+    from tinv_cli.sampling.loader import grow_input_embeddings
 
     encoder = CLIPTextModel(
         CLIPTextConfig(
@@ -106,7 +106,7 @@ def measure_full_table(count: int, repeats: int) -> tuple[float, float]:
     for _ in range(repeats):
         fresh_table()
         start = time.perf_counter()
-        _grow_input_embeddings(encoder, SD_VOCAB + rows)
+        grow_input_embeddings(encoder, SD_VOCAB + rows)
         ours.append(time.perf_counter() - start)
         fresh_table()
         start = time.perf_counter()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinv_cli.errors import FormatError
-from tinv_cli.sampling.loader import _expand, _required_pairs
+from tinv_cli.sampling.loader import _expand, encoder_pairs
 from tinv_cli.sampling.pngmeta import NEGATIVE_PREFIX, PARAMETERS_KEY, TINV_KEY
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def encode_prompt(pipe: Any, prompt: str) -> torch.Tensor:
     import torch
 
     # The loader's own pair lookup and expansion, so a pipeline it refuses is refused here with its message.
-    tokenizer, encoder = _required_pairs(pipe)[0]
+    tokenizer, encoder = encoder_pairs(pipe)[0]
     text = _expand(prompt, _loaded_counts(tokenizer))
     inputs = tokenizer(
         text,

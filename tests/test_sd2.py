@@ -12,6 +12,8 @@ import torch
 from tests.test_train import Recorder, make_project
 from tests.tiny import build_tiny_pipeline, build_tiny_sdxl_pipeline
 from tinv_cli.families import sdxl
+from tinv_cli.families.sd import SD
+from tinv_cli.families.sdxl import SDXL
 from tinv_cli.project.load import load_project
 from tinv_cli.registry.store import Registry
 from tinv_cli.training import inversion
@@ -51,7 +53,7 @@ def test_v_prediction_loss_is_the_velocity_formula(family: str) -> None:
         ids = _ids(pipe.tokenizer, prompts)
         with torch.no_grad():
             loss = inversion.diffusion_loss(
-                pipe.unet, pipe.text_encoder, scheduler, latents, noise, timesteps, ids
+                pipe.unet, SD, (pipe.text_encoder,), scheduler, latents, noise, timesteps, [ids], {}
             )
             hidden = pipe.text_encoder(ids)[0]
             v_loss, eps_loss = _by_hand(
@@ -64,7 +66,9 @@ def test_v_prediction_loss_is_the_velocity_formula(family: str) -> None:
         ids2 = (_ids(pipe.tokenizer, prompts), _ids(pipe.tokenizer_2, prompts))
         times = sdxl.time_ids([(32, 32)] * 2, [(0, 0, 32, 32)] * 2, 32)[:, 0]
         with torch.no_grad():
-            loss = sdxl.diffusion_loss(pipe.unet, encoders, scheduler, latents, noise, timesteps, ids2, times)
+            loss = inversion.diffusion_loss(
+                pipe.unet, SDXL, encoders, scheduler, latents, noise, timesteps, ids2, {"time_ids": times}
+            )
             hidden, pooled = sdxl.encode_text(encoders, ids2)
             added = {"text_embeds": pooled, "time_ids": times}
             v_loss, eps_loss = _by_hand(
@@ -88,14 +92,22 @@ def test_training_an_sd2_v_model_reports_the_v_loss(tmp_path: Path, monkeypatch:
     seen: list[tuple[float, float, float]] = []
 
     def checked(
-        unet: Any, text_encoder: Any, scheduler: Any, latents: Any, noise: Any, timesteps: Any, ids: Any
+        unet: Any,
+        family: Any,
+        text_encoders: Any,
+        scheduler: Any,
+        latents: Any,
+        noise: Any,
+        timesteps: Any,
+        ids: Any,
+        extras: Any,
     ) -> Any:
         with torch.no_grad():
-            hidden = text_encoder(ids)[0]
+            hidden = text_encoders[0](ids[0])[0]
             v_loss, eps_loss = _by_hand(
                 scheduler, lambda x: unet(x, timesteps, hidden).sample, latents, noise, timesteps
             )
-        loss = real_loss(unet, text_encoder, scheduler, latents, noise, timesteps, ids)
+        loss = real_loss(unet, family, text_encoders, scheduler, latents, noise, timesteps, ids, extras)
         seen.append((float(loss.detach()), float(v_loss), float(eps_loss)))
         return loss
 

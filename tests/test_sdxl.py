@@ -19,6 +19,7 @@ from tinv_cli.errors import ModelError
 from tinv_cli.families import sdxl
 from tinv_cli.project.load import load_project
 from tinv_cli.registry.store import Registry
+from tinv_cli.training.inversion import diffusion_loss
 from tinv_cli.training.recipe import TrainingInterrupted, TrainRequest, train
 
 # Real-shaped concepts (CLIP-L 768 + OpenCLIP-G 1280) on an otherwise tiny model, where the widths matter.
@@ -112,15 +113,16 @@ def test_loss_is_per_sample_so_any_batch_length_works() -> None:
 
     def loss(rows: list[int], time_rows: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return sdxl.diffusion_loss(
+            return diffusion_loss(
                 pipe.unet,
+                sdxl.SDXL,
                 encoders,
                 scheduler,
                 latents[rows],
                 noise[rows],
                 timesteps[rows],
                 tuple(i[rows] for i in ids),
-                time_rows,
+                {"time_ids": time_rows},
             )
 
     whole = loss([0, 1, 2], times)
@@ -135,11 +137,11 @@ def test_validation_images_from_the_sdxl_modules_in_training() -> None:
 
     from tinv_cli.sampling.loader import expand_prompt
     from tinv_cli.training.inversion import (
-        Parts,
-        _validation_pipeline,
         add_placeholder_tokens,
         embedding_with_new_rows,
+        load_parts,
         validation_images,
+        validation_pipeline,
     )
 
     pipe = build_tiny_sdxl_pipeline()
@@ -152,21 +154,12 @@ def test_validation_images_from_the_sdxl_modules_in_training() -> None:
             embedding_with_new_rows(encoder.get_input_embeddings(), ids, torch.ones(2, width))
         )
         encoder.train()
-    parts = Parts(
-        pipe.tokenizer,
-        pipe.text_encoder,
-        pipe.unet,
-        pipe.vae,
-        pipe.scheduler,
-        *(pipe.tokenizer_2, pipe.text_encoder_2),
-    )
+    parts = load_parts("tiny-xl", None, torch.float32, pipe)
     prompt = expand_prompt("a photo of a <t>", [Embedding("<t>", (torch.ones(2, 32), torch.ones(2, 64)))])
     # The prompt arrives spelled out; the validation pipeline must not spell it out again.
-    validation = _validation_pipeline(parts, *tokenizers)
+    validation = validation_pipeline(parts, tokenizers)
     assert all(validation.maybe_convert_prompt(prompt, t) == "a photo of a <t> <t>_1" for t in tokenizers)
-    images = validation_images(
-        parts, tokenizers[0], prompt, count=2, seed=4, resolution=32, steps=2, tokenizer_2=tokenizers[1]
-    )
+    images = validation_images(parts, tokenizers, prompt, count=2, seed=4, resolution=32, steps=2)
     assert len(images) == 2 and images[0].size == (32, 32)
     assert pipe.text_encoder.training and pipe.text_encoder_2.training  # modes handed back
 

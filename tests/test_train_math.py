@@ -19,6 +19,7 @@ from diffusers import DDPMScheduler
 
 from tests.tiny import build_tiny_pipeline
 from tinv_cli.errors import ModelError
+from tinv_cli.families.sd import SD
 from tinv_cli.project.config import Concept
 from tinv_cli.project.tokens import initializer_ids
 from tinv_cli.training.inversion import (
@@ -134,7 +135,15 @@ def _tinv_step(prediction_type: str, vectors: int, *, checkpointing: bool = Fals
     latents = (mean[:, 0] + std[:, 0] * sample) * vae.config.scaling_factor
     noise, timesteps = _fixed_draws(tuple(latents.shape))
     loss = diffusion_loss(
-        unet, text_encoder, noise_scheduler, latents, noise, timesteps, _prompt_ids(tokenizer, vectors)
+        unet,
+        SD,
+        (text_encoder,),
+        noise_scheduler,
+        latents,
+        noise,
+        timesteps,
+        [_prompt_ids(tokenizer, vectors)],
+        {},
     )
     loss.backward()
     grad = rows.new.grad.clone()
@@ -246,14 +255,14 @@ def test_validation_images_from_the_modules_in_training(dtype: torch.dtype) -> N
         embedding_with_new_rows(encoder.get_input_embeddings(), new_ids, torch.ones(1, 32))
     )
     encoder.train()
-    parts = Parts(tokenizer, encoder, pipe.unet, pipe.vae, pipe.scheduler)
+    parts = Parts(SD, (pipe.tokenizer,), (encoder,), pipe.unet, pipe.vae, pipe.scheduler)
     state = torch.get_rng_state()
     kwargs = {"count": 2, "seed": 4, "resolution": 32, "steps": 2}
-    images = validation_images(parts, tokenizer, "a photo of a <t>", **kwargs)  # type: ignore[arg-type]
+    images = validation_images(parts, (tokenizer,), "a photo of a <t>", **kwargs)  # type: ignore[arg-type]
     assert len(images) == 2 and images[0].size == (32, 32)
     assert torch.equal(torch.get_rng_state(), state)  # the training run's streams did not move
     assert encoder.training  # modes handed back
-    again = validation_images(parts, tokenizer, "a photo of a <t>", **kwargs)  # type: ignore[arg-type]
+    again = validation_images(parts, (tokenizer,), "a photo of a <t>", **kwargs)  # type: ignore[arg-type]
     assert [np.asarray(i).tobytes() for i in again] == [np.asarray(i).tobytes() for i in images]  # fixed seed
 
 

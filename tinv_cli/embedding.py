@@ -1,7 +1,8 @@
 """The in-memory form of a concept's learned vectors, shared by every format, the registry and the loaders.
 
 An ``Embedding`` holds one float32 tensor of shape ``[n, d]`` per text encoder, in pipeline order
-(``text_encoder`` then ``text_encoder_2``). The widths tell the model family the concept was trained for.
+(``text_encoder`` then ``text_encoder_2``). The widths tell the model family the concept was trained for
+(``families.variant``).
 """
 
 from __future__ import annotations
@@ -15,32 +16,10 @@ from tinv_cli.errors import FormatError
 if TYPE_CHECKING:
     import torch
 
-# Text-encoder widths of the families people train on, in pipeline order.
-FAMILIES: dict[tuple[int, ...], str] = {
-    (768,): "sd1",
-    (1024,): "sd2",
-    (768, 1280): "sdxl",
-}
-FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
-
 # CLIP's context is 77 positions, two of them taken by the start and end tokens.
 MAX_VECTORS = 75
 
 _TOKEN_RE = re.compile(r"^\S+$")
-
-
-def family_for_widths(widths: tuple[int, ...]) -> str | None:
-    """The model family that text encoders of these widths belong to, or None for an unknown combination."""
-    return FAMILIES.get(tuple(widths))
-
-
-def describe_widths(widths: tuple[int, ...]) -> str:
-    """Human wording such as ``768-wide text encoder (SD 1.x)`` or ``768 + 1280-wide text encoders (SDXL)``."""
-    family = family_for_widths(widths)
-    label = f" ({FAMILY_LABELS[family]})" if family else ""
-    if len(widths) == 1:
-        return f"{widths[0]}-wide text encoder{label}"
-    return " + ".join(str(w) for w in widths) + f"-wide text encoders{label}"
 
 
 def token_names(token: str, count: int) -> list[str]:
@@ -118,7 +97,11 @@ class Embedding:
 
     @property
     def family(self) -> str | None:
-        return family_for_widths(self.widths)
+        """The id of the known model these widths belong to (``"sd1"``), or None."""
+        from tinv_cli import families
+
+        known = families.variant(self.widths)
+        return known.id if known else None
 
     def with_token(self, token: str) -> Embedding:
         return Embedding(token, self.vectors)

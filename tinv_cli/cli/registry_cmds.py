@@ -80,7 +80,7 @@ def show(ref: EntryRef, json: Json = False) -> None:
     if json:
         emit_json({**entry.info, "path": str(entry.path), "versions": versions})
         return
-    from tinv_cli.embedding import describe_widths
+    from tinv_cli.families import describe_widths
 
     info = entry.info
     source = info.get("source") or {}
@@ -144,7 +144,7 @@ def import_(
     The format is detected from the file's contents. Pickled files are opened with torch's weights-only
     loader: a file that would need to run code is refused.
     """
-    from tinv_cli.embedding import describe_widths
+    from tinv_cli.families import describe_widths
     from tinv_cli.registry.store import Registry
     from tinv_cli.registry.transfer import import_file
 

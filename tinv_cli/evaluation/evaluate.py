@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 OBJECT_PROMPT = "a photo of a {}"
 STYLE_PROMPT = "a painting in the style of {}"
+EVAL_BATCH = 64  # samples per pipeline call
 _PANEL_COLUMNS = 4
 _PANEL_IMAGES = 16
 
@@ -138,9 +139,7 @@ def _load(entry: Entry, base: str, options: EvalOptions) -> Any:
         device=device,
     )
     loader.load_concepts(pipe, [entry.embedding()])
-    # Prompts arrive expanded by loader.expand_prompt; the pipeline's own expansion would do it twice.
-    pipe.maybe_convert_prompt = lambda prompt, tokenizer: prompt
-    return pipe
+    return loader.use_tinv_expansion(pipe)
 
 
 def _prompts(entry: Entry) -> tuple[str, str | None]:
@@ -151,18 +150,20 @@ def _prompts(entry: Entry) -> tuple[str, str | None]:
 
 
 def _generate(pipe: Any, entry: Entry, prompt: str, options: EvalOptions) -> list[Image.Image]:
-    """``options.samples`` images of ``prompt`` at the model's own size."""
+    """``options.samples`` images of ``prompt`` at the model's own size, sample i with seed ``seed + i``."""
+    from tinv_cli import families
     from tinv_cli.sampling import loader
-    from tinv_cli.shapes.measure import generate
+    from tinv_cli.sampling.denoise import generate_images
 
-    expanded = loader.expand_prompt(prompt, [entry.embedding()])
-    return generate(
+    side = families.for_pipeline(pipe).native_resolution(pipe.unet.config, pipe.vae.config)
+    return generate_images(
         pipe,
-        [expanded] * options.samples,
+        [loader.expand_prompt(prompt, [entry.embedding()])] * options.samples,
+        [options.seed + i for i in range(options.samples)],
         steps=options.steps,
         guidance=options.guidance,
-        seed=options.seed,
-        size=pipe.unet.config.sample_size * pipe.vae_scale_factor,
+        size=(side, side),
+        batch_size=EVAL_BATCH,
     )
 
 

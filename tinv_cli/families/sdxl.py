@@ -1,4 +1,4 @@
-"""What SDXL adds to Textual Inversion training: two text encoders, a pooled embedding and size/crop time ids.
+"""Stable Diffusion XL: two text encoders, a pooled embedding and size/crop time ids.
 
 SD 1.x and 2.x condition the UNet on one text encoder's last hidden state. SDXL conditions it on
 
@@ -10,44 +10,25 @@ SD 1.x and 2.x condition the UNet on one text encoder's last hidden state. SDXL 
 
 A concept therefore holds one new vector set per encoder, and both are trained together: each encoder sees the
 placeholder through its own tokenizer and its own new rows. This is what ``diffusers.StableDiffusionXLPipeline``
-computes at inference, so a concept trained here is used at sampling exactly as it was trained.
+computes at inference, so a concept trained here is used at sampling exactly as it was trained. Embedding files
+(kohya, A1111, ComfyUI, civitai) key the two sets ``clip_l`` and ``clip_g``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tinv_cli.errors import ModelError
+from tinv_cli.families import ddpm
+from tinv_cli.families.base import Encoder, ModelFiles, Variant
 
 if TYPE_CHECKING:
     import torch
 
 # SDXL's UNet config names its added conditioning so; SD 1.x and 2.x UNets have none.
 ADDITION_EMBED_TYPE = "text_time"
-
-
-@dataclass(frozen=True)
-class Conditioning:
-    """What SDXL training keeps on the device beside the cached latents, indexed like them."""
-
-    input_ids_2: torch.Tensor  # [images, prompts, 77]: every prompt through the second tokenizer
-    time_ids: torch.Tensor  # [images, 2, 6]: each image (index 0) and its mirror (index 1)
-
-
-def is_sdxl(pipe: Any) -> bool:
-    """True for a pipeline with SDXL's two text encoders."""
-    return getattr(pipe, "text_encoder_2", None) is not None
-
-
-def check_unet(unet: Any, base: str) -> None:
-    """Refuses a two-encoder pipeline whose UNet does not take SDXL's pooled embedding and time ids."""
-    if getattr(unet.config, "addition_embed_type", None) != ADDITION_EMBED_TYPE:
-        raise ModelError(
-            f"{base} has two text encoders but its UNet does not take SDXL's added conditioning",
-            "tinv trains Stable Diffusion 1.x, 2.x and SDXL base models (--model)",
-        )
+TIME_IDS = "time_ids"
 
 
 def time_ids(
@@ -93,26 +74,99 @@ def encode_text(
     return torch.cat(hidden, dim=-1), pooled
 
 
-def diffusion_loss(
-    unet: Any,
-    text_encoders: Sequence[Any],
-    noise_scheduler: Any,
-    latents: torch.Tensor,
-    noise: torch.Tensor,
-    timesteps: torch.Tensor,
-    input_ids: Sequence[torch.Tensor],
-    time_ids: torch.Tensor,
-) -> torch.Tensor:
-    """``inversion.diffusion_loss`` with SDXL's conditioning: ``input_ids[i]`` ``[B, 77]`` for encoder ``i``,
-    ``time_ids`` ``[B, 6]``. Every tensor is per sample, so a batch of any length works."""
-    import torch.nn.functional as F
+class StableDiffusionXL:
+    id = "sdxl"
+    label = "Stable Diffusion XL"
+    encoders = (
+        Encoder("tokenizer", "text_encoder", "clip_l"),
+        Encoder("tokenizer_2", "text_encoder_2", "clip_g"),
+    )
+    variants = (
+        Variant(
+            "sdxl",
+            "SDXL",
+            "Stable Diffusion XL",
+            (768, 1280),
+            "stable-diffusion-xl",
+            "stabilityai/stable-diffusion-xl-base-1.0",
+        ),
+    )
+    prompt_embeds = (
+        "prompt_embeds",
+        "negative_prompt_embeds",
+        "pooled_prompt_embeds",
+        "negative_pooled_prompt_embeds",
+    )
 
-    from tinv_cli.training.inversion import training_target
+    def matches_files(self, files: ModelFiles) -> bool:
+        unet = files.configs.get("unet") or {}
+        return (
+            files.has("text_encoder_2")
+            and unet.get("addition_embed_type", ADDITION_EMBED_TYPE) == ADDITION_EMBED_TYPE
+        )
 
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    hidden, pooled = encode_text(text_encoders, input_ids)
-    dtype = unet.dtype
-    added = {"text_embeds": pooled.to(dtype), "time_ids": time_ids.to(dtype)}
-    pred = unet(noisy.to(dtype), timesteps, hidden.to(dtype), added_cond_kwargs=added).sample
-    target = training_target(noise_scheduler, latents, noise, timesteps)
-    return F.mse_loss(pred.float(), target.float(), reduction="mean")
+    def matches_pipeline(self, pipe: Any) -> bool:
+        return getattr(pipe, "text_encoder_2", None) is not None
+
+    def check_pipeline(self, pipe: Any, base: str) -> None:
+        names = ("tokenizer", "text_encoder", "tokenizer_2", "unet", "vae", "scheduler")
+        missing = [name for name in names if getattr(pipe, name, None) is None]
+        if missing:
+            raise ModelError(
+                f"{base} has no {', '.join(missing)}", "use a Stable Diffusion text-to-image model"
+            )
+        if getattr(pipe.unet.config, "addition_embed_type", None) != ADDITION_EMBED_TYPE:
+            raise ModelError(
+                f"{base} has two text encoders but its UNet does not take SDXL's added conditioning",
+                "tinv trains Stable Diffusion 1.x, 2.x and SDXL base models (--model)",
+            )
+
+    def native_resolution(self, unet_config: Any, vae_config: Any) -> int:
+        return ddpm.native_resolution(unet_config, vae_config)
+
+    def noise_scheduler(self, scheduler_config: Any) -> Any:
+        return ddpm.noise_scheduler(scheduler_config)
+
+    def objective(self, noise_scheduler: Any) -> str:
+        return ddpm.OBJECTIVES[ddpm.prediction_type(noise_scheduler)]
+
+    def training_target(
+        self, noise_scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        return ddpm.training_target(noise_scheduler, latents, noise, timesteps)
+
+    def training_extras(
+        self,
+        original_sizes: Sequence[tuple[int, int]],
+        crop_boxes: Sequence[tuple[int, int, int, int]],
+        resolution: int,
+    ) -> dict[str, torch.Tensor]:
+        return {TIME_IDS: time_ids(original_sizes, crop_boxes, resolution)}
+
+    def conditioning(
+        self,
+        text_encoders: Sequence[Any],
+        input_ids: Sequence[torch.Tensor],
+        extras: Mapping[str, torch.Tensor],
+        dtype: torch.dtype,
+    ) -> dict[str, Any]:
+        hidden, pooled = encode_text(text_encoders, input_ids)
+        added = {"text_embeds": pooled.to(dtype), "time_ids": extras[TIME_IDS].to(dtype)}
+        return {"encoder_hidden_states": hidden.to(dtype), "added_cond_kwargs": added}
+
+    def pipeline(self, modules: Mapping[str, Any], scheduler: Any) -> Any:
+        from diffusers import StableDiffusionXLPipeline
+
+        return StableDiffusionXLPipeline(
+            vae=modules["vae"],
+            text_encoder=modules["text_encoder"],
+            text_encoder_2=modules["text_encoder_2"],
+            tokenizer=modules["tokenizer"],
+            tokenizer_2=modules["tokenizer_2"],
+            unet=modules["unet"],
+            scheduler=scheduler,
+            add_watermarker=False,
+        )
+
+
+SDXL = StableDiffusionXL()

@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tinv_cli.hub.errors import _hub_error
+from tinv_cli import families
+from tinv_cli.families.base import Family, ModelFiles
+from tinv_cli.hub.errors import model_download_error
 from tinv_cli.models.refs import MODEL_INDEX, _local_folder
-
-# Pipeline components that hold a CLIP text encoder whose embedding table a concept extends, in pipeline order.
-TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 
 
 def _cached_file(base: str, filename: str, revision: str | None, cache_dir: Path | None) -> Path | None:
@@ -50,25 +49,43 @@ def model_index(
     return _read_json(_cached_file(base, MODEL_INDEX, revision, cache_dir))
 
 
-def _present(index: dict[str, Any], component: str) -> bool:
-    # model_index.json lists a component as [library, class]; [null, null] means the slot is empty.
-    value = index.get(component)
-    return isinstance(value, list) and len(value) == 2 and value[0] is not None
+def model_files(
+    base: str, revision: str | None = None, *, cache_dir: Path | None = None
+) -> ModelFiles | None:
+    """``model_index.json`` and the ``config.json`` of each component the index lists, if they are on this machine
+    (local folder or HF cache); None when the index is not."""
+    index = model_index(base, revision, cache_dir=cache_dir)
+    if index is None:
+        return None
+    configs = {
+        component: _read_json(_cached_file(base, f"{component}/config.json", revision, cache_dir))
+        for component in index
+        if not component.startswith("_")
+    }
+    return ModelFiles(index, configs)
+
+
+def model_family_from_config(
+    base: str, revision: str | None = None, *, cache_dir: Path | None = None
+) -> Family | None:
+    """The model's family from its configuration files, before any weights load; None when they are not on this
+    machine or no family claims them."""
+    files = model_files(base, revision, cache_dir=cache_dir)
+    return families.for_files(files) if files is not None else None
 
 
 def model_widths_from_config(
     base: str, revision: str | None = None, *, cache_dir: Path | None = None
 ) -> tuple[int, ...] | None:
-    """The hidden sizes of the model's text encoders, in pipeline order, read from their ``config.json`` files
-    without loading any weights. None when that cannot be known yet (not downloaded, unusual layout)."""
-    index = model_index(base, revision, cache_dir=cache_dir)
-    if index is None:
+    """The hidden sizes of the model's text encoders, in its family's order, read from their ``config.json``
+    files without loading any weights. None when that cannot be known yet (not downloaded, unusual layout)."""
+    files = model_files(base, revision, cache_dir=cache_dir)
+    family = families.for_files(files) if files is not None else None
+    if files is None or family is None:
         return None
     widths = []
-    for component in TEXT_ENCODERS:
-        if not _present(index, component):
-            continue
-        config = _read_json(_cached_file(base, f"{component}/config.json", revision, cache_dir))
+    for encoder in family.encoders:
+        config = files.configs.get(encoder.text_encoder)
         if config is None:
             return None
         # A CLIPTextConfig keeps hidden_size at the top; a full CLIPConfig nests it under text_config.
@@ -77,7 +94,7 @@ def model_widths_from_config(
         if not isinstance(width, int):
             return None
         widths.append(width)
-    return tuple(widths) or None
+    return tuple(widths)
 
 
 def _fetch_model_index(base: str, revision: str | None) -> dict[str, Any] | None:
@@ -87,7 +104,7 @@ def _fetch_model_index(base: str, revision: str | None) -> dict[str, Any] | None
     try:
         path = hf_hub_download(base, MODEL_INDEX, revision=revision)
     except OSError as exc:  # every Hub and cache failure is an OSError subclass (HfHubHTTPError included)
-        error = _hub_error(base, revision, exc)
+        error = model_download_error(base, revision, exc)
         if error is None:
             raise
         raise error from exc

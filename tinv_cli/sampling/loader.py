@@ -12,42 +12,26 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from tinv_cli.embedding import FAMILY_LABELS, Embedding, describe_widths, family_for_widths, token_names
+from tinv_cli import families
+from tinv_cli.embedding import Embedding, token_names
 from tinv_cli.errors import ModelError
 
-# Pipeline attributes in the order Embedding.vectors uses: vectors[i] belongs to the i-th pair present.
-_ENCODER_SLOTS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))
 
-
-def _encoder_pairs(pipe: Any) -> list[tuple[Any, Any]]:
-    """(tokenizer, text_encoder) pairs the pipeline has, in pipeline order."""
-    pairs = []
-    for tokenizer_name, encoder_name in _ENCODER_SLOTS:
-        tokenizer = getattr(pipe, tokenizer_name, None)
-        encoder = getattr(pipe, encoder_name, None)
-        if tokenizer is not None and encoder is not None:
-            pairs.append((tokenizer, encoder))
-    return pairs
-
-
-def _required_pairs(pipe: Any) -> list[tuple[Any, Any]]:
-    pairs = _encoder_pairs(pipe)
-    if not pairs:
-        raise ModelError(
-            "this pipeline has no text encoder and tokenizer", "use a text-to-image model (--model)"
-        )
-    return pairs
+def encoder_pairs(pipe: Any) -> list[tuple[Any, Any]]:
+    """The pipeline's (tokenizer, text_encoder) pairs in its family's order, the order of ``Embedding.vectors``."""
+    family = families.for_pipeline(pipe)
+    return [(getattr(pipe, e.tokenizer), getattr(pipe, e.text_encoder)) for e in family.encoders]
 
 
 def model_widths(pipe: Any) -> tuple[int, ...]:
     """Hidden sizes of the pipeline's text encoders: ``(768,)`` for SD 1.x, ``(768, 1280)`` for SDXL."""
     # The input-embedding width is what a concept's rows must match, whatever the config claims.
-    return tuple(int(encoder.get_input_embeddings().weight.shape[1]) for _, encoder in _encoder_pairs(pipe))
+    return tuple(int(encoder.get_input_embeddings().weight.shape[1]) for _, encoder in encoder_pairs(pipe))
 
 
 def _describe_model(widths: tuple[int, ...]) -> str:
-    family = family_for_widths(widths)
-    label = f" ({FAMILY_LABELS[family]})" if family else ""
+    known = families.variant(widths)
+    label = f" ({known.label})" if known else ""
     verb = "is" if len(widths) == 1 else "are"
     return f"this model's {verb} " + " + ".join(str(w) for w in widths) + label
 
@@ -56,14 +40,13 @@ def check_fits(embedding: Embedding, widths: tuple[int, ...]) -> None:
     """Refuses a concept whose vectors do not match the text encoders' widths, naming both model families."""
     if embedding.widths == tuple(widths):
         return
-    trained_for = describe_widths(embedding.widths)
+    trained_for = families.describe_widths(embedding.widths)
     trained_article = "a " if len(embedding.widths) == 1 else ""
-    family = embedding.family
-    if family:
-        label = FAMILY_LABELS[family]
+    known = families.variant(embedding.widths)
+    if known:
         # Every label so far is read letter by letter ("ess-dee"), hence "an".
-        article = "an" if label.startswith("SD") else "a"
-        hint = f"use {article} {label} base model (--model) or another concept"
+        article = "an" if known.label.startswith("SD") else "a"
+        hint = f"use {article} {known.label} base model (--model) or another concept"
     else:
         hint = f"use a base model with a {trained_for} (--model) or another concept"
     raise ModelError(
@@ -93,7 +76,7 @@ def _check_tokens_free(tokenizer: Any, names: list[str]) -> None:
         seen[name.lower()] = name
 
 
-def _grow_input_embeddings(encoder: Any, size: int) -> None:
+def grow_input_embeddings(encoder: Any, size: int) -> None:
     """Gives ``encoder`` a token table of ``size`` rows, the old rows copied and the new ones left for the caller.
 
     transformers' ``resize_token_embeddings`` would first fill a whole new table with random values (and, by
@@ -110,8 +93,7 @@ def _grow_input_embeddings(encoder: Any, size: int) -> None:
     with torch.no_grad():
         grown[: weight.shape[0]] = weight
         grown[weight.shape[0] :] = 0
-    table = torch.nn.Embedding(size, weight.shape[1], _weight=grown, _freeze=not weight.requires_grad)
-    encoder.set_input_embeddings(table)
+    encoder.set_input_embeddings(torch.nn.Embedding.from_pretrained(grown, freeze=not weight.requires_grad))
     encoder.config.vocab_size = size
 
 
@@ -125,7 +107,7 @@ def load_concepts(pipe: Any, embeddings: Sequence[Embedding]) -> None:
 
     if not embeddings:
         return
-    pairs = _required_pairs(pipe)
+    pairs = encoder_pairs(pipe)
     widths = model_widths(pipe)
     for embedding in embeddings:
         check_fits(embedding, widths)
@@ -137,7 +119,7 @@ def load_concepts(pipe: Any, embeddings: Sequence[Embedding]) -> None:
         rows = torch.cat([embedding.vectors[index] for embedding in embeddings])
         # diffusers sizes the matrix from the tokenizer, not the old matrix; doing the same keeps ids and rows
         # identical to pipe.load_textual_inversion.
-        _grow_input_embeddings(encoder, len(tokenizer) + len(names))
+        grow_input_embeddings(encoder, len(tokenizer) + len(names))
         weight = encoder.get_input_embeddings().weight
         with torch.no_grad():
             for name, row in zip(names, rows, strict=True):
@@ -177,3 +159,32 @@ def expand_prompt(prompt: str, embeddings: Sequence[Embedding]) -> str:
             counts.setdefault(name, 1)
         counts[embedding.token] = embedding.num_vectors
     return _expand(prompt, counts)
+
+
+def unload_concepts(pipe: Any, embeddings: Sequence[Embedding]) -> None:
+    """Takes concepts that ``load_concepts`` put into ``pipe`` out again: their tokens leave every tokenizer and
+    their rows every text encoder, through diffusers' own ``unload_textual_inversion``; other concepts stay."""
+    names = [name for embedding in embeddings for name in token_names(embedding.token, embedding.num_vectors)]
+    if not names:
+        return
+    pairs = encoder_pairs(pipe)
+    for tokenizer, _ in pairs:
+        missing = [name for name in names if name not in tokenizer.added_tokens_encoder]
+        if missing:
+            raise ModelError(
+                f"token {missing[0]} is not loaded in this pipeline", "unload only what was loaded"
+            )
+    for tokenizer, encoder in pairs:
+        pipe.unload_textual_inversion(names, tokenizer=tokenizer, text_encoder=encoder)
+        encoder.config.vocab_size = encoder.get_input_embeddings().weight.shape[0]
+
+
+def use_tinv_expansion(pipe: Any) -> Any:
+    """Makes the pipeline take prompts as ``expand_prompt`` spells them out; returns the pipeline.
+
+    The pipeline would expand multi-vector tokens itself (diffusers' ``maybe_convert_prompt``), but only in the
+    token's exact case and by plain substring replacement, and it would expand an already expanded prompt again
+    (``"<x> <x>_1"`` into ``"<x> <x>_1 <x> <x>_1_1"``), so the pipeline's own pass must change nothing.
+    """
+    pipe.maybe_convert_prompt = lambda prompt, tokenizer: prompt
+    return pipe

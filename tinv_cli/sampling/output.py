@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tinv_cli.errors import TinvError
 from tinv_cli.sampling import pngmeta
@@ -19,8 +20,6 @@ from tinv_cli.sampling import pngmeta
 if TYPE_CHECKING:
     from PIL.Image import Image
     from PIL.PngImagePlugin import PngInfo
-
-    from tinv_cli.sampling.sample import SampleResult
 
 SLUG_LENGTH = 48
 _LABEL_HEIGHT = 16
@@ -71,7 +70,22 @@ def labelled_grid(images: list[Image], labels: list[str]) -> Image:
     return grid
 
 
-def save_result(result: SampleResult, out_dir: Path, *, grid: bool = False) -> list[Path]:
+class Samples(Protocol):
+    """What ``save_result`` writes: ``sample.SampleResult`` has these fields."""
+
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def images(self) -> Sequence[Image]: ...
+    @property
+    def seeds(self) -> Sequence[int]: ...
+    @property
+    def parameters(self) -> Sequence[str]: ...
+    @property
+    def metadata(self) -> Sequence[dict[str, Any]]: ...
+
+
+def save_result(result: Samples, out_dir: Path, *, grid: bool = False) -> list[Path]:
     """Write every image of ``result`` (and the grid, last) into ``out_dir``; returns the paths in order."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = slug(result.prompt)

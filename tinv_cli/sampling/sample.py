@@ -219,14 +219,6 @@ def _place(pipe: Any, device: str, low_vram: bool) -> None:
     pipe.to(device)
 
 
-def _use_tinv_expansion(pipe: Any) -> None:
-    # The pipeline would expand multi-vector tokens itself (diffusers' maybe_convert_prompt), but only in the
-    # token's exact case and by plain substring replacement, and it would expand an already expanded prompt
-    # again. tinv expands prompts with loader.expand_prompt before they reach the pipeline, so the pipeline's
-    # own pass must change nothing.
-    pipe.maybe_convert_prompt = lambda prompt, tokenizer: prompt
-
-
 @dataclass(frozen=True)
 class Prepared:
     """A pipeline with the prompt's concepts loaded, and the prompt texts as the pipeline must be given them."""
@@ -255,6 +247,7 @@ def prepare(
     Every check that needs no weights comes first, the width check included when the model's config files are
     on this machine; ``loader.load_concepts`` checks the widths again against the loaded weights.
     """
+    from tinv_cli import families
     from tinv_cli.models import configs, loading, refs
     from tinv_cli.registry.store import Registry
     from tinv_cli.sampling import loader
@@ -279,10 +272,10 @@ def prepare(
         count = len(embeddings)
         report(Progress("load", f"loading {count} concept{'s' if count != 1 else ''}"))
     loader.load_concepts(pipe, embeddings)
-    _use_tinv_expansion(pipe)
+    loader.use_tinv_expansion(pipe)
     set_scheduler(pipe, options.scheduler)
     _place(pipe, device, options.low_vram)
-    native = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    native = families.for_pipeline(pipe).native_resolution(pipe.unet.config, pipe.vae.config)
     return Prepared(
         pipe=pipe,
         prompt=prompt,
@@ -304,38 +297,20 @@ def _ignore(event: Progress) -> None:
 def denoise(
     prepared: Prepared, options: SampleOptions, seeds: list[int], report: ProgressCallback
 ) -> list[Image]:
-    """One image per seed, ``options.batch_size`` at a time."""
-    import torch
+    """One image per seed, ``options.batch_size`` at a time (``denoise.generate_images``)."""
+    from tinv_cli.sampling.denoise import generate_images
 
-    batches = [seeds[i : i + options.batch_size] for i in range(0, len(seeds), options.batch_size)]
-    done = 0
-
-    def on_step(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        nonlocal done
-        done += 1
-        report(Progress("denoise", done=done, total=pipeline.num_timesteps * len(batches)))
-        return kwargs
-
-    width, height = prepared.size
-    images: list[Image] = []
-    for batch in batches:
-        # One generator per image, so image i depends on seed + i and not on the batch it falls in (its noise is
-        # the same; batched matrix products may still round differently in the last bit). CPU generators give
-        # the same noise on every device.
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in batch]
-        output = prepared.pipe(
-            prompt=prepared.text,
-            negative_prompt=prepared.negative_text or None,
-            num_images_per_prompt=len(batch),
-            generator=generators,
-            num_inference_steps=options.steps,
-            guidance_scale=options.guidance,
-            width=width,
-            height=height,
-            callback_on_step_end=on_step,
-        )
-        images.extend(output.images)
-    return images
+    return generate_images(
+        prepared.pipe,
+        [prepared.text] * len(seeds),
+        seeds,
+        steps=options.steps,
+        guidance=options.guidance,
+        size=prepared.size,
+        negative_prompt=prepared.negative_text,
+        batch_size=options.batch_size,
+        on_step=lambda done, total: report(Progress("denoise", done=done, total=total)),
+    )
 
 
 def _command(prepared: Prepared, options: SampleOptions, seed: int) -> str:

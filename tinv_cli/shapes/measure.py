@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tinv_cli.sampling.denoise import generate_images
 from tinv_cli.shapes import world
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from tinv_cli.shapes.judge import Judge
 
 PROMPT = "a photo of a {}"
+BATCH = 64  # images per pipeline call: 32 px images, so a batch this size is small
 
 
 @dataclass(frozen=True)
@@ -32,47 +34,22 @@ class PromptScore:
     shape_correct: int
 
 
-def generate(
-    pipe: Any,
-    prompts: Sequence[str],
-    *,
-    steps: int,
-    guidance: float,
-    seed: int,
-    batch: int = 64,
-    size: int = world.SIZE,
-) -> list[Image.Image]:
-    """One image per prompt, seeded per position so a batch size never changes an image."""
-    import torch
-
-    images: list[Image.Image] = []
-    device = pipe.unet.device
-    side = size // pipe.vae_scale_factor
-    for start in range(0, len(prompts), batch):
-        chunk = list(prompts[start : start + batch])
-        generators = [torch.Generator(device="cpu").manual_seed(seed + start + i) for i in range(len(chunk))]
-        latents = torch.stack(
-            [torch.randn(pipe.unet.config.in_channels, side, side, generator=g) for g in generators]
-        ).to(device=device, dtype=pipe.unet.dtype)
-        out = pipe(
-            chunk,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            latents=latents,
-            height=size,
-            width=size,
-        )
-        images.extend(out.images)
-    return images
-
-
 def prompt_fidelity(
     pipe: Any, judge: Judge, *, per_prompt: int, steps: int = 20, guidance: float = 7.5, seed: int = 0
 ) -> list[PromptScore]:
     """Judge ``per_prompt`` samples of each of the 30 ``a photo of a COLOUR SHAPE`` prompts."""
     pairs = [(colour, shape) for colour in world.COLOURS for shape in world.SHAPES]
     prompts = [PROMPT.format(f"{c} {s}") for c, s in pairs for _ in range(per_prompt)]
-    verdicts = judge.classify(generate(pipe, prompts, steps=steps, guidance=guidance, seed=seed))
+    images = generate_images(
+        pipe,
+        prompts,
+        [seed + i for i in range(len(prompts))],
+        steps=steps,
+        guidance=guidance,
+        size=(world.SIZE, world.SIZE),
+        batch_size=BATCH,
+    )
+    verdicts = judge.classify(images)
     scores = []
     for n, (colour, shape) in enumerate(pairs):
         mine = verdicts[n * per_prompt : (n + 1) * per_prompt]

@@ -7,6 +7,7 @@ reference formulation (the diffusers example's full-matrix parameter and per-ste
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ from tinv_cli.project.config import Concept
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+    from tinv_cli.families.base import Family
 
 VALIDATION_INFERENCE_STEPS = 25
 
@@ -113,66 +116,48 @@ def encode_latents(vae: Any, pixels: torch.Tensor, *, batch: int = 8) -> tuple[t
     return torch.cat(means), torch.cat(stds)
 
 
-def check_prediction_type(noise_scheduler: Any) -> str:
-    prediction = noise_scheduler.config.prediction_type
-    if prediction not in ("epsilon", "v_prediction"):
-        raise ModelError(
-            f"the base model's scheduler predicts {prediction!r}; tinv trains epsilon and v_prediction models",
-            "use a Stable Diffusion 1.x or 2.x base model",
-        )
-    return prediction
-
-
-def training_target(
-    noise_scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
-) -> torch.Tensor:
-    """What the UNet learns to predict: the noise for epsilon models, the velocity
-    ``sqrt(alpha_bar_t) * noise - sqrt(1 - alpha_bar_t) * latents`` for v-prediction ones (SD 2.x at 768 px)."""
-    if check_prediction_type(noise_scheduler) == "epsilon":
-        return noise
-    return noise_scheduler.get_velocity(latents, noise, timesteps)
-
-
 def diffusion_loss(
     unet: Any,
-    text_encoder: Any,
+    family: Family,
+    text_encoders: Sequence[Any],
     noise_scheduler: Any,
     latents: torch.Tensor,
     noise: torch.Tensor,
     timesteps: torch.Tensor,
-    input_ids: torch.Tensor,
+    input_ids: Sequence[torch.Tensor],
+    extras: Mapping[str, torch.Tensor],
 ) -> torch.Tensor:
-    """The example's objective: MSE between the UNet's prediction and the scheduler's target for
-    ``prediction_type`` (the noise for epsilon models, the velocity for v-prediction ones)."""
+    """The example's objective: MSE between the denoiser's prediction and the family's target (the noise for
+    epsilon models, the velocity for v-prediction ones), under the family's conditioning. ``input_ids[i]`` are
+    encoder ``i``'s ``[B, 77]`` ids; every tensor is per sample, so a batch of any length works."""
     import torch.nn.functional as F
 
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    hidden = text_encoder(input_ids)[0]
-    pred = unet(noisy.to(unet.dtype), timesteps, hidden.to(unet.dtype)).sample
-    target = training_target(noise_scheduler, latents, noise, timesteps)
+    condition = family.conditioning(text_encoders, input_ids, extras, unet.dtype)
+    pred = unet(noisy.to(unet.dtype), timesteps, **condition).sample
+    target = family.training_target(noise_scheduler, latents, noise, timesteps)
     return F.mse_loss(pred.float(), target.float(), reduction="mean")
 
 
 def validation_images(
     parts: Parts,
-    tokenizer: Any,
+    tokenizers: Sequence[Any],
     prompt: str,
     *,
     count: int,
     seed: int,
     resolution: int,
     steps: int = VALIDATION_INFERENCE_STEPS,
-    tokenizer_2: Any = None,
 ) -> list[Image.Image]:
     """``count`` images for ``prompt`` from the modules being trained (no reload from disk), with a fixed seed.
 
-    ``tokenizer_2``: the second tokenizer of an SDXL model. The VAE comes onto the UNet's device for the
-    occasion and goes back to where it was; the UNet and text encoders run in eval mode and get their modes
+    ``tokenizers``: the run's tokenizers (which know the placeholder), in pipeline order. The VAE comes onto the
+    UNet's device for the occasion and goes back to where it was; the UNet and text encoders run in eval mode and get their modes
     back; no random stream outside the seeded generator moves.
     """
     import torch
 
-    pipe = _validation_pipeline(parts, tokenizer, tokenizer_2)
+    pipe = validation_pipeline(parts, tokenizers)
     pipe.set_progress_bar_config(disable=True)
     device = parts.unet.device
     vae_device = parts.vae.device
@@ -202,87 +187,57 @@ def validation_images(
             module.train(mode)
 
 
-def _validation_pipeline(parts: Parts, tokenizer: Any, tokenizer_2: Any) -> Any:
-    """A pipeline of the model's family over the modules in training, sampling with DPM++ 2M."""
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+def validation_pipeline(parts: Parts, tokenizers: Sequence[Any]) -> Any:
+    """A pipeline of the model's family over the modules in training, sampling with DPM++ 2M; it takes prompts
+    as ``expand_prompt`` spells them out."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from tinv_cli.sampling.loader import use_tinv_expansion
 
     scheduler = DPMSolverMultistepScheduler.from_config(parts.scheduler.config)
-    pipe: Any
-    if parts.text_encoder_2 is not None:
-        pipe = StableDiffusionXLPipeline(
-            vae=parts.vae,
-            text_encoder=parts.text_encoder,
-            text_encoder_2=parts.text_encoder_2,
-            tokenizer=tokenizer,
-            tokenizer_2=tokenizer_2,
-            unet=parts.unet,
-            scheduler=scheduler,
-            add_watermarker=False,
-        )
-    else:
-        pipe = StableDiffusionPipeline(
-            vae=parts.vae,
-            text_encoder=parts.text_encoder,
-            tokenizer=tokenizer,
-            unet=parts.unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-    # The prompt comes expanded by loader.expand_prompt; the pipeline's own expansion (maybe_convert_prompt)
-    # would expand "<x> <x>_1" once more, into "<x> <x>_1 <x> <x>_1_1".
-    pipe.maybe_convert_prompt = lambda prompt, tokenizer: prompt
-    return pipe
+    return use_tinv_expansion(parts.family.pipeline(parts.modules(tokenizers), scheduler))
 
 
 @dataclass(frozen=True)
 class Parts:
-    """The modules training uses. ``tokenizer_2`` and ``text_encoder_2`` are SDXL's second pair (else None)."""
+    """The modules training uses, and the family they belong to. ``tokenizers`` and ``text_encoders`` are in
+    pipeline order, the order of ``Embedding.vectors``."""
 
-    tokenizer: Any
-    text_encoder: Any
+    family: Family
+    tokenizers: tuple[Any, ...]
+    text_encoders: tuple[Any, ...]
     unet: Any
     vae: Any
     scheduler: Any
-    tokenizer_2: Any = None
-    text_encoder_2: Any = None
 
-    @property
-    def tokenizers(self) -> tuple[Any, ...]:
-        """In pipeline order, the order of ``Embedding.vectors``."""
-        return (self.tokenizer,) if self.tokenizer_2 is None else (self.tokenizer, self.tokenizer_2)
-
-    @property
-    def text_encoders(self) -> tuple[Any, ...]:
-        return (
-            (self.text_encoder,) if self.text_encoder_2 is None else (self.text_encoder, self.text_encoder_2)
-        )
+    def modules(self, tokenizers: Sequence[Any] | None = None) -> dict[str, Any]:
+        """The modules by pipeline attribute, with ``tokenizers`` instead of the pipeline's own if given."""
+        modules = {"unet": self.unet, "vae": self.vae, "scheduler": self.scheduler}
+        chosen = tuple(tokenizers) if tokenizers is not None else self.tokenizers
+        for encoder, tokenizer, text_encoder in zip(
+            self.family.encoders, chosen, self.text_encoders, strict=True
+        ):
+            modules[encoder.tokenizer] = tokenizer
+            modules[encoder.text_encoder] = text_encoder
+        return modules
 
 
 def load_parts(base: str, revision: str | None, dtype: torch.dtype, pipeline: Any | None) -> Parts:
-    from tinv_cli.families import sdxl
+    """The modules of ``pipeline``, or of the base model loaded in ``dtype``; ModelError for a pipeline that no
+    family tinv trains can use."""
+    from tinv_cli import families
     from tinv_cli.models.loading import load_pipeline
 
     pipe = pipeline if pipeline is not None else load_pipeline(base, revision=revision, torch_dtype=dtype)
-    names = ["tokenizer", "text_encoder", "unet", "vae", "scheduler"]
-    two = sdxl.is_sdxl(pipe)
-    if two:
-        names.append("tokenizer_2")
-    missing = [name for name in names if getattr(pipe, name, None) is None]
-    if missing:
-        raise ModelError(f"{base} has no {', '.join(missing)}", "use a Stable Diffusion text-to-image model")
-    if not two:
-        return Parts(pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae, pipe.scheduler)
-    sdxl.check_unet(pipe.unet, base)
+    family = families.for_pipeline(pipe)
+    family.check_pipeline(pipe, base)
     return Parts(
-        pipe.tokenizer,
-        pipe.text_encoder,
-        pipe.unet,
-        pipe.vae,
-        pipe.scheduler,
-        pipe.tokenizer_2,
-        pipe.text_encoder_2,
+        family=family,
+        tokenizers=tuple(getattr(pipe, encoder.tokenizer) for encoder in family.encoders),
+        text_encoders=tuple(getattr(pipe, encoder.text_encoder) for encoder in family.encoders),
+        unet=pipe.unet,
+        vae=pipe.vae,
+        scheduler=pipe.scheduler,
     )
 
 

@@ -20,11 +20,14 @@ examples/textual_inversion/textual_inversion.py, and why:
   optimizer step, so every process holds the same vectors; the end of the run checks that they do.
 
 Feedback goes through a ``TrainCallbacks`` object; nothing here prints.
+
+Longer than 450 lines because the recipe is meant to be read top to bottom as one script, in the order it runs;
+the parts that stand on their own live beside it: ``trainable.py`` (the model prepared for training),
+``resume.py`` (run identity and the state a checkpoint holds), ``request.py``, ``process.py``, ``validation.py``.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import time
 from collections.abc import Callable
@@ -32,9 +35,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinv_cli.embedding import describe_widths, token_names
+from tinv_cli import compat
 from tinv_cli.errors import TinvError
-from tinv_cli.training import checkpoint, speed
+from tinv_cli.families import describe_widths
+from tinv_cli.training import checkpoint, resume, speed
 from tinv_cli.training.process import StepRate, StopSignal, cpu_processes, peak_memory
 from tinv_cli.training.request import (
     CONCEPT_OVERRIDES,
@@ -68,20 +72,11 @@ if TYPE_CHECKING:
     import torch
 
     from tinv_cli.registry.store import Registry
+    from tinv_cli.training.inversion import Parts
     from tinv_cli.training.validation import Validator
 
 LOSS_EVERY = 10  # steps between reading the loss back from the device (a host sync)
-SETTINGS_SCHEMA = 1
 TRACKER_DIR = "tensorboard"  # inside the run folder
-_PREDICTIONS = {"epsilon": "noise prediction", "v_prediction": "v-prediction"}
-# Settings that change when or how a run reports, not what it learns: changing them keeps a checkpoint usable.
-_NOT_HASHED = (
-    "checkpoint_every",
-    "validation_every",
-    "num_validation_images",
-    "gradient_checkpointing",
-    "compile",
-)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -133,17 +128,17 @@ class _Recipe:
     # --- setup --------------------------------------------------------------------------------------------
 
     def setup(self, pipeline: Any | None) -> None:
-        resume = self._setup_run()
+        saved = self._setup_run()
         self._setup_model(pipeline)
         self._setup_optimizer()
-        self._setup_state(resume)
+        self._setup_state(saved)
 
     def _setup_run(self) -> checkpoint.CheckpointInfo | None:
         """Settings, images, processes and the resume decision: everything refusable, before any model."""
         from accelerate import Accelerator
-        from accelerate.state import AcceleratorState, GradientState, PartialState
+        from accelerate.state import PartialState
 
-        from tinv_cli.training.data import fingerprint, load_training_set
+        from tinv_cli.training.data import load_training_set
 
         request = self.request
         concept, config = resolve_concept(request.project, request.concept, request.overrides)
@@ -192,8 +187,7 @@ class _Recipe:
 
         # accelerate keeps one state per process and refuses a second Accelerator with another precision; a
         # second run in one process (a notebook, the test suite) is legitimate, so its state starts afresh.
-        AcceleratorState._reset_state()
-        GradientState._reset_state()
+        compat.reset_accelerate_state()
         self.run_dir = run_dir_for(concept.name)
         self.accelerator = Accelerator(
             cpu=cpu,
@@ -207,126 +201,38 @@ class _Recipe:
         self.device = self.accelerator.device
         self.main = self.accelerator.is_main_process
 
-        start = self.start_entry
-        self.settings = {
-            "schema": SETTINGS_SCHEMA,
-            "base_model": self.base,
-            "revision": self.revision,
-            "token": concept.token,
-            "kind": concept.kind,
-            "vectors": concept.vectors,
-            "init": "entry" if start else concept.init,
-            "initializer": concept.initializer if concept.init == "initializer" and not start else None,
-            "from_entry": start.sha256 if start else None,
-            "images": fingerprint(self.images.paths),
-            "num_processes": self.world,
-            "train": {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED},
-        }
+        self.settings = resume.run_settings(
+            self.base, self.revision, concept, config, self.start_entry, self.images.paths, self.world
+        )
         return checkpoint.resumable(self.run_dir, self.settings, name=concept.name, restart=request.restart)
 
     def _setup_model(self, pipeline: Any | None) -> None:
-        """Load the model, add the tokens, swap in the trainable rows, cache latents, tokenize the prompts.
-
-        Every tokenizer/text-encoder pair gets the tokens and trainable rows of its own: one pair for SD 1.x and
-        2.x, two for SDXL, whose vectors train together (``sdxl.py`` has the rest of its conditioning).
-        """
+        """Load the model, then attach the trainable concept to it (``trainable.attach``)."""
         import torch
-        from diffusers import DDPMScheduler
 
-        from tinv_cli.families import sdxl
-        from tinv_cli.training import inversion
-        from tinv_cli.training.templates import all_prompts
+        from tinv_cli.training import inversion, trainable
 
-        concept, config, device = self.concept, self.config, self.device
+        config = self.config
         dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
         parts = inversion.load_parts(self.base, self.revision, dtype, pipeline)
-        self.noise_scheduler = DDPMScheduler.from_config(parts.scheduler.config)
-        prediction = inversion.check_prediction_type(self.noise_scheduler)
+        self.noise_scheduler = parts.family.noise_scheduler(parts.scheduler.config)
+        objective = parts.family.objective(self.noise_scheduler)
         widths = tuple(int(e.get_input_embeddings().weight.shape[1]) for e in parts.text_encoders)
-        self.model_label = f"{describe_widths(widths)}, {_PREDICTIONS[prediction]}"
+        self.model_label = f"{describe_widths(widths)}, {objective}"
         self._note_resolution(parts)
-        # Copies: the pipeline's own tokenizers must not keep the new tokens (a caller's pipeline, a later run).
-        self.tokenizers = tuple(copy.deepcopy(tokenizer) for tokenizer in parts.tokenizers)
-        new_ids = [
-            inversion.add_placeholder_tokens(tokenizer, concept.token, concept.vectors)
-            for tokenizer in self.tokenizers
-        ]
-        encoders, unet, vae = parts.text_encoders, parts.unet, parts.vae
-        original_rows = [encoder.get_input_embeddings() for encoder in encoders]
-        inits = self._initial_vectors([rows.weight for rows in original_rows])
-
-        # Freeze everything, then swap in the trainable rows. Cleanup undoes each change in reverse order; a
-        # caller's pipeline also gets its devices, modes and requires_grad flags back.
-        modules = (*encoders, unet, vae)
-        if pipeline is not None:
-            flags = [(p, p.requires_grad) for m in modules for p in m.parameters()]
-            places = [(m, m.device, m.training) for m in modules]
-            self.undo.append(lambda: [p.requires_grad_(flag) for p, flag in flags])
-            self.undo.append(lambda: [m.to(where).train(mode) for m, where, mode in places])
-        for module in modules:
-            module.requires_grad_(False).to(device)
-        self.rows = tuple(
-            inversion.embedding_with_new_rows(base_rows, ids, init)
-            for base_rows, ids, init in zip(original_rows, new_ids, inits, strict=True)
+        self.model = trainable.attach(
+            parts,
+            self.concept,
+            config,
+            self.images,
+            self.device,
+            self._initial_vectors,
+            caller_pipeline=pipeline is not None,
+            undo=self.undo,
         )
-        # The parameters the optimizer sees, in pipeline order (the order of Embedding.vectors).
-        self.trainable = [rows.new for rows in self.rows]
-        for encoder, rows in zip(encoders, self.rows, strict=True):
-            encoder.set_input_embeddings(rows)
+        self.parts, self.trainable = parts, self.model.trainable
 
-        def restore_rows() -> None:
-            for encoder, rows in zip(encoders, original_rows, strict=True):
-                encoder.set_input_embeddings(rows)
-
-        self.restore_rows = restore_rows
-        self.undo.append(self.restore_rows)
-        if config.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-            self.undo.append(unet.disable_gradient_checkpointing)
-            for encoder in encoders:
-                encoder.gradient_checkpointing_enable()
-                self.undo.append(encoder.gradient_checkpointing_disable)
-        # As in the reference script: the text encoders in train mode (CLIP's dropout is 0), the UNet only when
-        # gradient checkpointing needs it.
-        for encoder in encoders:
-            encoder.train()
-        unet.train(config.gradient_checkpointing)
-        # Channels-last convolutions: the UNet and text-encoder step at 256 px takes 0.92x the time in fp32 on a
-        # CPU (docs/benchmarks.md), and oneDNN's bf16 and tensor cores on a GPU want this layout. Only the layout changes. A UNet
-        # to be compiled stays in the default layout, the one whose compiled gradients are right
-        # (speed.COMPILE_OPTIONS); its wrapper is for the training step only, and validation runs it eagerly.
-        layouts = [speed.to_channels_last(vae)]
-        if config.compile:
-            layouts.append(speed.to_contiguous(unet))
-            self.train_unet = speed.compile_unet(unet)
-        else:
-            layouts.append(speed.to_channels_last(unet))
-            self.train_unet = unet
-        if pipeline is not None:
-            self.undo.extend(layouts)
-        self.parts = parts
-
-        # Each image and its mirror through the VAE once; then the VAE leaves the device until a validation.
-        # One image and its mirror at a time: encoding then never needs more memory than a training step.
-        self.latent_mean, self.latent_std = inversion.encode_latents(vae, self.images.pixels, batch=1)
-        vae.to("cpu")
-        self.scaling_factor = float(vae.config.scaling_factor)
-
-        # Every prompt an image can draw, tokenized once per tokenizer and kept on the device.
-        placeholder = " ".join(token_names(concept.token, concept.vectors))
-        self.prompts = all_prompts(concept.kind, placeholder, concept.token, self.images.captions)
-        input_ids = [
-            inversion.tokenize_prompts(tokenizer, self.prompts, ids, self.images.paths).to(device)
-            for tokenizer, ids in zip(self.tokenizers, new_ids, strict=True)
-        ]
-        self.input_ids = input_ids[0]
-        # SDXL: the second tokenizer's ids, and the time ids of every image and its mirror beside their latents.
-        self.xl: sdxl.Conditioning | None = None
-        if len(input_ids) > 1:
-            times = sdxl.time_ids(self.images.original_sizes, self.images.crop_boxes, config.resolution)
-            self.xl = sdxl.Conditioning(input_ids_2=input_ids[1], time_ids=times.to(device))
-
-    def _initial_vectors(self, tables: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _initial_vectors(self, tables: list[torch.Tensor], tokenizers: tuple[Any, ...]) -> list[torch.Tensor]:
         """Starting vectors per text encoder: the --from entry's, else the concept's initializer (or random or
         zero rows, each encoder from a random stream of its own)."""
         from tinv_cli.training import inversion
@@ -343,7 +249,7 @@ class _Recipe:
                 seed=self.config.seed,
                 stream="init" if i == 0 else f"init/{i}",
             )
-            for i, (table, tokenizer) in enumerate(zip(tables, self.tokenizers, strict=True))
+            for i, (table, tokenizer) in enumerate(zip(tables, tokenizers, strict=True))
         ]
 
     def _check_start_fits(self, widths: tuple[int, ...]) -> None:
@@ -362,9 +268,9 @@ class _Recipe:
                 "train from an entry made for this model's family, or without --from",
             ) from None
 
-    def _note_resolution(self, parts: Any) -> None:
+    def _note_resolution(self, parts: Parts) -> None:
         """Says so when training below the size the model generates (SD 2.x 768 px, SDXL 1024 px)."""
-        native = int(parts.unet.config.sample_size) * 2 ** (len(parts.vae.config.block_out_channels) - 1)
+        native = parts.family.native_resolution(parts.unet.config, parts.vae.config)
         if self.config.resolution < native:
             self.callbacks.on_message(
                 f"{self.base} makes {native} px images and this run trains at {self.config.resolution} px; "
@@ -397,7 +303,7 @@ class _Recipe:
         )
         self.optimizer = self.accelerator.prepare(optimizer)
 
-    def _setup_state(self, resume: checkpoint.CheckpointInfo | None) -> None:
+    def _setup_state(self, saved: checkpoint.CheckpointInfo | None) -> None:
         """The random streams, then either the checkpoint's state or a fresh run folder."""
         import torch
         from accelerate.utils import set_seed
@@ -410,7 +316,7 @@ class _Recipe:
         self.accelerator.wait_for_everyone()
         set_seed(derive_seed(config.seed, "global", self.rank) % 2**32)
         self.stream = SampleStream(
-            [len(p) for p in self.prompts],
+            [len(p) for p in self.model.prompts],
             batch_size=config.batch_size,
             flip_p=config.flip_p,
             seed=config.seed,
@@ -422,31 +328,30 @@ class _Recipe:
         )
         self.loss_sum = torch.zeros((), device=self.device)
         self.loss_count = 0
-        if resume is not None:
-            state = checkpoint.load_state(resume.path)
-            rng = state["rng"][self.rank]
-            for new, saved in zip(self.trainable, state["vectors"], strict=True):
-                new.data.copy_(saved.to(self.device))
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-            if self.accelerator.scaler is not None and state.get("scaler") is not None:
-                self.accelerator.scaler.load_state_dict(state["scaler"])
-            checkpoint.restore_global_rng_state(rng["global"])
-            self.stream.load_state_dict(rng["stream"])
-            self.noise.set_state(rng["noise"])
-            self.step = self.checkpoint_step = resume.step
-            self.wall_before = resume.wall_time_s
-            self.last_loss = state.get("last_loss")
+        if saved is not None:
+            restored = resume.restore(
+                checkpoint.load_state(saved.path),
+                self.rank,
+                self.trainable,
+                self.optimizer,
+                self.lr_scheduler,
+                self.accelerator.scaler,
+                self.stream,
+                self.noise,
+            )
+            self.step = self.checkpoint_step = saved.step
+            self.wall_before = saved.wall_time_s
+            self.last_loss = restored.last_loss
             # A resumed run keeps the way of stepping it started with, so it stays the same run to the bit.
-            self.batched = bool(state.get("batched", False))
+            self.batched = restored.batched
             if self.main:
-                metrics.truncate_metrics(self.run_dir / metrics.METRICS_FILE, resume.step)
+                metrics.truncate_metrics(self.run_dir / metrics.METRICS_FILE, saved.step)
             self.callbacks.on_message(
-                f"Resuming {self.concept.name} from its checkpoint at step {resume.step}/{resume.total_steps}"
+                f"Resuming {self.concept.name} from its checkpoint at step {saved.step}/{saved.total_steps}"
             )
         elif self.main:
             self._fresh_run_folder()
-        if resume is None:
+        if saved is None:
             self.batched = self._fits_batched()
         self.accelerator.gradient_accumulation_steps = 1 if self.batched else config.gradient_accumulation
         if self.batched:
@@ -540,7 +445,7 @@ class _Recipe:
 
         accelerator, device, trainable = self.accelerator, self.device, self.trainable
         images, flips, prompts = (t.to(device, non_blocking=True) for t in (images, flips, prompts))
-        mean, std = self.latent_mean[images, flips], self.latent_std[images, flips]
+        mean, std = self.model.latent_mean[images, flips], self.model.latent_std[images, flips]
         # The order of these draws is part of the run's identity: latent sample, noise, timesteps, micro-batch
         # after micro-batch, so batched and accumulated micro-steps see the same numbers.
         samples, noises, steps = [], [], []
@@ -556,9 +461,9 @@ class _Recipe:
                     device=device,
                 )
             )
-        latents = (mean + std * torch.cat(samples)) * self.scaling_factor
+        latents = (mean + std * torch.cat(samples)) * self.model.scaling_factor
         noise, timesteps = torch.cat(noises), torch.cat(steps)
-        loss = self._loss(self.train_unet, images, flips, prompts, latents, noise, timesteps)
+        loss = self._loss(self.model.train_unet, images, flips, prompts, latents, noise, timesteps)
         accelerator.backward(loss)
         if accelerator.sync_gradients:
             if self.world > 1:
@@ -584,29 +489,19 @@ class _Recipe:
         noise: torch.Tensor,
         timesteps: torch.Tensor,
     ) -> torch.Tensor:
-        from tinv_cli.families import sdxl
         from tinv_cli.training.inversion import diffusion_loss
 
         with self.accelerator.autocast():
-            if self.xl is None:
-                return diffusion_loss(
-                    unet,
-                    self.parts.text_encoder,
-                    self.noise_scheduler,
-                    latents,
-                    noise,
-                    timesteps,
-                    self.input_ids[images, prompts],
-                )
-            return sdxl.diffusion_loss(
+            return diffusion_loss(
                 unet,
+                self.parts.family,
                 self.parts.text_encoders,
                 self.noise_scheduler,
                 latents,
                 noise,
                 timesteps,
-                (self.input_ids[images, prompts], self.xl.input_ids_2[images, prompts]),
-                self.xl.time_ids[images, flips],
+                [ids[images, prompts] for ids in self.model.input_ids],
+                {name: tensor[images, flips] for name, tensor in self.model.extras.items()},
             )
 
     def _fits_batched(self) -> bool:
@@ -618,7 +513,7 @@ class _Recipe:
         if config.gradient_accumulation == 1:
             return False
         zeros = torch.zeros(config.batch_size, dtype=torch.long, device=device)
-        latents = torch.zeros((config.batch_size, *self.latent_mean.shape[2:]), device=device)
+        latents = torch.zeros((config.batch_size, *self.model.latent_mean.shape[2:]), device=device)
         modules = (self.parts.unet, *self.parts.text_encoders)
         resident = [p for module in modules for p in module.parameters()]
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
@@ -687,7 +582,7 @@ class _Recipe:
             if self.validator is None:
                 self.validator = Validator(
                     self.parts,
-                    self.tokenizers,
+                    self.model.tokenizers,
                     folder=self.run_dir / "validation",
                     count=self.config.num_validation_images,
                     seed=self.config.seed,
@@ -718,23 +613,18 @@ class _Recipe:
         if self.checkpoint_step == self.step:
             return
         self._read_loss()
-        rng = {
-            "global": checkpoint.global_rng_state(),
-            "stream": self.stream.state_dict(),
-            "noise": self.noise.get_state(),
-        }
+        rng = resume.rng_state(self.stream, self.noise)
         every_rng = gather_object([rng]) if self.world > 1 else [rng]
         if self.main:
-            scaler = self.accelerator.scaler
-            state = {
-                "vectors": [new.detach().cpu().clone() for new in self.trainable],
-                "optimizer": self.optimizer.state_dict(),
-                "lr_scheduler": self.lr_scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": every_rng,
-                "last_loss": self.last_loss,
-                "batched": self.batched,
-            }
+            state = resume.state(
+                self.trainable,
+                self.optimizer,
+                self.lr_scheduler,
+                self.accelerator.scaler,
+                every_rng,
+                last_loss=self.last_loss,
+                batched=self.batched,
+            )
             meta = {
                 "step": self.step,
                 "total_steps": self.config.steps,
@@ -771,7 +661,7 @@ class _Recipe:
             self._report_validations(wait=True)
         grid = self.validations[-1] if self.concept.validation_prompt and self.validations else None
         vectors = tuple(new.detach().float().cpu().clone() for new in self.trainable)
-        self.restore_rows()
+        self.model.restore_rows()
         digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in vectors)).hexdigest()
         rank_sha256 = tuple(gather_object([digest])) if self.world > 1 else (digest,)
         if len(set(rank_sha256)) != 1:

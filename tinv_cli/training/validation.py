@@ -58,12 +58,11 @@ class Validator:
         if self.worker is None:
             images = inversion.validation_images(
                 self.parts,
-                self.tokenizers[0],
+                self.tokenizers,
                 prompt,
                 count=self.count,
                 seed=self.seed,
                 resolution=self.resolution,
-                tokenizer_2=self.tokenizers[1] if len(self.tokenizers) > 1 else None,
             )
             future = Future()
             future.set_result(metrics.save_png(metrics.image_grid(images), out))
@@ -93,9 +92,7 @@ class Validator:
     # --- the two halves of a background grid ----------------------------------------------------------------
 
     def _pipeline(self) -> Any:
-        pipe = inversion._validation_pipeline(
-            self.parts, self.tokenizers[0], self.tokenizers[1] if len(self.tokenizers) > 1 else None
-        )
+        pipe = inversion.validation_pipeline(self.parts, self.tokenizers)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -108,8 +105,8 @@ class Validator:
         return torch.autocast(unet.device.type, dtype=unet.dtype, enabled=half)
 
     def _encode(self, prompt: str) -> dict[str, Any]:
-        """In the training thread: the prompt's embeddings (and SDXL's pooled ones), with classifier-free
-        guidance's unconditional half, exactly as the pipeline would compute them itself."""
+        """In the training thread: the prompt's embeddings (and the pooled ones of a family that has them), with
+        classifier-free guidance's unconditional half, exactly as the pipeline would compute them itself."""
         import torch
 
         device = self.parts.unet.device
@@ -125,10 +122,7 @@ class Validator:
         finally:
             for module, mode in modes:
                 module.train(mode)
-        names = ["prompt_embeds", "negative_prompt_embeds"]
-        if self.parts.text_encoder_2 is not None:
-            names += ["pooled_prompt_embeds", "negative_pooled_prompt_embeds"]
-        tensors = dict(zip(names, embeds, strict=True))
+        tensors = dict(zip(self.parts.family.prompt_embeds, embeds, strict=True))
         if device.type == "cuda":
             # The worker's stream must not start before these are computed on this one.
             ready = torch.cuda.Event()

@@ -1,0 +1,97 @@
+"""Stable Diffusion 1.x and 2.x: one CLIP text encoder, a UNet conditioned on its last hidden state.
+
+SD 1.x has OpenAI's CLIP ViT-L (768 wide), SD 2.x OpenCLIP ViT-H (1024 wide), told apart by that width alone;
+SD 2.x at 768 px predicts the velocity rather than the noise, which its scheduler config says
+(``prediction_type``). Embedding files hold one ``[n, d]`` tensor, under the token (diffusers) or a tool's key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tinv_cli.errors import ModelError
+from tinv_cli.families import ddpm
+from tinv_cli.families.base import Encoder, ModelFiles, Variant
+
+if TYPE_CHECKING:
+    import torch
+
+SD1_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+class StableDiffusion:
+    id = "sd"
+    label = "Stable Diffusion 1.x/2.x"
+    encoders = (Encoder("tokenizer", "text_encoder"),)
+    variants = (
+        Variant("sd1", "SD 1.x", "Stable Diffusion 1.x", (768,), "stable-diffusion", SD1_BASE),
+        Variant("sd2", "SD 2.x", "Stable Diffusion 2.x", (1024,), "stable-diffusion"),
+    )
+    prompt_embeds = ("prompt_embeds", "negative_prompt_embeds")
+
+    def matches_files(self, files: ModelFiles) -> bool:
+        return files.has("text_encoder") and not files.has("text_encoder_2")
+
+    def matches_pipeline(self, pipe: Any) -> bool:
+        return (
+            getattr(pipe, "text_encoder", None) is not None
+            and getattr(pipe, "tokenizer", None) is not None
+            and getattr(pipe, "text_encoder_2", None) is None
+        )
+
+    def check_pipeline(self, pipe: Any, base: str) -> None:
+        missing = [name for name in ("unet", "vae", "scheduler") if getattr(pipe, name, None) is None]
+        if missing:
+            raise ModelError(
+                f"{base} has no {', '.join(missing)}", "use a Stable Diffusion text-to-image model"
+            )
+
+    def native_resolution(self, unet_config: Any, vae_config: Any) -> int:
+        return ddpm.native_resolution(unet_config, vae_config)
+
+    def noise_scheduler(self, scheduler_config: Any) -> Any:
+        return ddpm.noise_scheduler(scheduler_config)
+
+    def objective(self, noise_scheduler: Any) -> str:
+        return ddpm.OBJECTIVES[ddpm.prediction_type(noise_scheduler)]
+
+    def training_target(
+        self, noise_scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        return ddpm.training_target(noise_scheduler, latents, noise, timesteps)
+
+    def training_extras(
+        self,
+        original_sizes: Sequence[tuple[int, int]],
+        crop_boxes: Sequence[tuple[int, int, int, int]],
+        resolution: int,
+    ) -> dict[str, torch.Tensor]:
+        return {}
+
+    def conditioning(
+        self,
+        text_encoders: Sequence[Any],
+        input_ids: Sequence[torch.Tensor],
+        extras: Mapping[str, torch.Tensor],
+        dtype: torch.dtype,
+    ) -> dict[str, Any]:
+        (encoder,), (ids,) = text_encoders, input_ids
+        return {"encoder_hidden_states": encoder(ids)[0].to(dtype)}
+
+    def pipeline(self, modules: Mapping[str, Any], scheduler: Any) -> Any:
+        from diffusers import StableDiffusionPipeline
+
+        return StableDiffusionPipeline(
+            vae=modules["vae"],
+            text_encoder=modules["text_encoder"],
+            tokenizer=modules["tokenizer"],
+            unet=modules["unet"],
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+
+SD = StableDiffusion()

@@ -1,0 +1,153 @@
+"""The model as a training run sees it: the placeholder tokens added, the new rows trainable and everything
+else frozen, the latents cached, every prompt tokenized.
+
+``attach`` makes those changes to the modules of ``inversion.Parts`` and registers how to undo each one on the
+run's undo list, so a caller's pipeline is handed back as it came (modules, weights, devices, modes and
+``requires_grad`` flags). The recipe (``recipe.py``) then trains ``Trainable.trainable``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tinv_cli.embedding import token_names
+from tinv_cli.training import inversion, speed
+from tinv_cli.training.templates import all_prompts
+
+if TYPE_CHECKING:
+    import torch
+
+    from tinv_cli.project.config import Concept, TrainConfig
+    from tinv_cli.training.data import TrainingSet
+
+# (base token tables, the run's tokenizers) -> the starting [n, d] vectors, one per text encoder.
+InitialVectors = Callable[[list["torch.Tensor"], tuple[Any, ...]], Sequence["torch.Tensor"]]
+
+
+@dataclass(frozen=True)
+class Trainable:
+    """What ``attach`` set up. ``rows[i].new`` is the trainable ``[n, d_i]`` parameter of text encoder ``i``."""
+
+    parts: inversion.Parts
+    tokenizers: tuple[Any, ...]  # copies of the model's, with the placeholder tokens added
+    rows: tuple[Any, ...]
+    restore_rows: Callable[[], None]  # puts the encoders' own token tables back
+    train_unet: Any  # the UNet, or its compiled training-step wrapper
+    latent_mean: torch.Tensor  # [images, 2 (image, mirror), C, h, w], float32, on the device
+    latent_std: torch.Tensor
+    scaling_factor: float
+    prompts: list[list[str]]  # every prompt each image can draw
+    input_ids: list[torch.Tensor]  # per tokenizer: [images, prompts, 77] on the device
+    extras: dict[str, torch.Tensor]  # the family's per-image conditioning, [images, 2, ...]
+
+    @property
+    def trainable(self) -> list[torch.Tensor]:
+        """The parameters the optimizer sees, in pipeline order (the order of Embedding.vectors)."""
+        return [rows.new for rows in self.rows]
+
+
+def attach(
+    parts: inversion.Parts,
+    concept: Concept,
+    config: TrainConfig,
+    images: TrainingSet,
+    device: torch.device,
+    initial_vectors: InitialVectors,
+    *,
+    caller_pipeline: bool,
+    undo: list[Callable[[], object]],
+) -> Trainable:
+    """Add the tokens, swap in the trainable rows, cache latents and tokenize the prompts on ``device``.
+
+    Every tokenizer/text-encoder pair of the model's family gets the tokens and trainable rows of its own (one
+    pair for SD 1.x and 2.x, two for SDXL), and all of them train together. ``undo`` receives the undoing of each
+    change as it is made (run last-in first-out); with ``caller_pipeline`` also devices, modes and flags.
+    """
+    # Copies: the pipeline's own tokenizers must not keep the new tokens (a caller's pipeline, a later run).
+    tokenizers = tuple(copy.deepcopy(tokenizer) for tokenizer in parts.tokenizers)
+    new_ids = [
+        inversion.add_placeholder_tokens(tokenizer, concept.token, concept.vectors)
+        for tokenizer in tokenizers
+    ]
+    encoders, unet, vae = parts.text_encoders, parts.unet, parts.vae
+    original_rows = [encoder.get_input_embeddings() for encoder in encoders]
+    inits = initial_vectors([rows.weight for rows in original_rows], tokenizers)
+
+    # Freeze everything, then swap in the trainable rows. Cleanup undoes each change in reverse order; a
+    # caller's pipeline also gets its devices, modes and requires_grad flags back.
+    modules = (*encoders, unet, vae)
+    if caller_pipeline:
+        flags = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+        places = [(m, m.device, m.training) for m in modules]
+        undo.append(lambda: [p.requires_grad_(flag) for p, flag in flags])
+        undo.append(lambda: [m.to(where).train(mode) for m, where, mode in places])
+    for module in modules:
+        module.requires_grad_(False).to(device)
+    rows_ = tuple(
+        inversion.embedding_with_new_rows(base_rows, ids, init)
+        for base_rows, ids, init in zip(original_rows, new_ids, inits, strict=True)
+    )
+    # The parameters the optimizer sees, in pipeline order (the order of Embedding.vectors).
+    for encoder, rows in zip(encoders, rows_, strict=True):
+        encoder.set_input_embeddings(rows)
+
+    def restore_rows() -> None:
+        for encoder, rows in zip(encoders, original_rows, strict=True):
+            encoder.set_input_embeddings(rows)
+
+    undo.append(restore_rows)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        undo.append(unet.disable_gradient_checkpointing)
+        for encoder in encoders:
+            encoder.gradient_checkpointing_enable()
+            undo.append(encoder.gradient_checkpointing_disable)
+    # As in the reference script: the text encoders in train mode (CLIP's dropout is 0), the UNet only when
+    # gradient checkpointing needs it.
+    for encoder in encoders:
+        encoder.train()
+    unet.train(config.gradient_checkpointing)
+    # Channels-last convolutions: the UNet and text-encoder step at 256 px takes 0.92x the time in fp32 on a
+    # CPU (docs/benchmarks.md), and oneDNN's bf16 and tensor cores on a GPU want this layout. Only the layout changes. A UNet
+    # to be compiled stays in the default layout, the one whose compiled gradients are right
+    # (speed.COMPILE_OPTIONS); its wrapper is for the training step only, and validation runs it eagerly.
+    layouts = [speed.to_channels_last(vae)]
+    if config.compile:
+        layouts.append(speed.to_contiguous(unet))
+        train_unet = speed.compile_unet(unet)
+    else:
+        layouts.append(speed.to_channels_last(unet))
+        train_unet = unet
+    if caller_pipeline:
+        undo.extend(layouts)
+
+    # Each image and its mirror through the VAE once; then the VAE leaves the device until a validation.
+    # One image and its mirror at a time: encoding then never needs more memory than a training step.
+    latent_mean, latent_std = inversion.encode_latents(vae, images.pixels, batch=1)
+    vae.to("cpu")
+
+    # Every prompt an image can draw, tokenized once per tokenizer and kept on the device.
+    placeholder = " ".join(token_names(concept.token, concept.vectors))
+    prompts = all_prompts(concept.kind, placeholder, concept.token, images.captions)
+    input_ids = [
+        inversion.tokenize_prompts(tokenizer, prompts, ids, images.paths).to(device)
+        for tokenizer, ids in zip(tokenizers, new_ids, strict=True)
+    ]
+    # What else the family conditions on per image and mirror (SDXL: sizes and crops), beside the latents.
+    extras = parts.family.training_extras(images.original_sizes, images.crop_boxes, config.resolution)
+    return Trainable(
+        parts=parts,
+        tokenizers=tokenizers,
+        rows=rows_,
+        restore_rows=restore_rows,
+        train_unet=train_unet,
+        latent_mean=latent_mean,
+        latent_std=latent_std,
+        scaling_factor=float(vae.config.scaling_factor),
+        prompts=prompts,
+        input_ids=input_ids,
+        extras={name: tensor.to(device) for name, tensor in extras.items()},
+    )
