@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from tinv_cli.atomic import _atomic
+from tinv_cli.atomic import write_with
 from tinv_cli.errors import FormatError, NotFoundError
 
 _PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt"}
@@ -151,7 +151,7 @@ def _save(path: Path, tensors: dict[str, Any], *, pickle: bool | None = None) ->
 
     data = owned(tensors)
     if pickle:
-        return _atomic(path, lambda tmp: torch.save(data, tmp))
+        return write_with(path, lambda tmp: torch.save(data, tmp))
     from safetensors.torch import save_file
 
-    return _atomic(path, lambda tmp: save_file(data, str(tmp)))
+    return write_with(path, lambda tmp: save_file(data, str(tmp)))

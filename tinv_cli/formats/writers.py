@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tinv_cli.atomic import _atomic
+from tinv_cli.atomic import write_text, write_with
 from tinv_cli.embedding import Embedding
 from tinv_cli.errors import DataError, FormatError, NotFoundError
 from tinv_cli.formats.layout import (
@@ -143,17 +143,13 @@ def write_concepts_library(
         # The concepts library's own loaders (and its Colab notebooks) expect a 1-D tensor for one vector.
         stored = vectors[0] if embedding.num_vectors == 1 else vectors
         written.append(_save(folder / BIN_NAME, {embedding.token: stored}, pickle=True))
-    written.append(_write_text(folder / TOKEN_FILE, embedding.token))
-    written.append(_write_text(folder / KIND_FILE, kind))
+    written.append(write_text(folder / TOKEN_FILE, embedding.token))
+    written.append(write_text(folder / KIND_FILE, kind))
     if sources:
         (folder / IMAGES_DIR).mkdir(exist_ok=True)
     for image in sources:
         target = folder / IMAGES_DIR / image.name
-        written.append(_atomic(target, lambda tmp, src=image: shutil.copyfile(src, tmp)))
+        written.append(write_with(target, lambda tmp, src=image: shutil.copyfile(src, tmp)))
     if readme is not None:
-        written.append(_write_text(folder / "README.md", readme))
+        written.append(write_text(folder / "README.md", readme))
     return written
-
-
-def _write_text(path: Path, text: str) -> Path:
-    return _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tempfile
 from pathlib import Path
 
+from tinv_cli.atomic import write_bytes
 from tinv_cli.errors import DataError, Problem, ProjectError, TinvError
 from tinv_cli.images import image_problems
 from tinv_cli.project.config import DEFAULT_BASE_MODEL, Concept
@@ -133,22 +133,6 @@ def _concept_table(
     return newline.join(lines) + newline
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one rename, so a crash leaves the old file or the new, never half."""
-    mode = stat.S_IMODE(path.stat().st_mode)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def add_concept(
     path: Path,
     name: str,
@@ -217,5 +201,6 @@ def add_concept(
             if unreadable
             else "put the training images (.png, .jpg, ...) in that folder first",
         )
-    _write_atomically(path, new_text.encode("utf-8"))
+    # One rename, so a crash leaves the old file or the new, never half; the file keeps its permissions.
+    write_bytes(path, new_text.encode("utf-8"), mode=stat.S_IMODE(path.stat().st_mode))
     return concept

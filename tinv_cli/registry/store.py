@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from tinv_cli.atomic import write_json, write_text, write_with
 from tinv_cli.errors import NotFoundError, RegistryError
 from tinv_cli.paths import tinv_home
 
@@ -120,21 +121,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} cannot be stored in {INFO_FILE}")
-
-
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``path`` so a reader sees the old file or the new one, never part of either."""
-    text = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
 
 
 def _sha256(path: Path) -> str:
@@ -378,9 +364,7 @@ class Registry:
         try:
             writers.write_concepts_library(embedding, staging, kind=kind, images=tuple(images), readme=None)
             for rel, src in extras.items():
-                target = staging.joinpath(*rel.parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, target)
+                write_with(staging.joinpath(*rel.parts), lambda tmp, src=src: shutil.copyfile(src, tmp))
             image_dir = staging / "concept_images"
             image_names = (
                 sorted(f"concept_images/{p.name}" for p in image_dir.iterdir() if p.is_file())
@@ -417,8 +401,8 @@ class Registry:
         for _ in range(100):
             versions = self._version_dirs(name)
             info["version"] = versions[-1][0] + 1 if versions else 1
-            _write_json_atomic(staging / INFO_FILE, info)
-            (staging / "README.md").write_text(card(info), encoding="utf-8")
+            write_json(staging / INFO_FILE, info, default=_json_default)
+            write_text(staging / "README.md", card(info))
             target = name_dir / str(info["version"])
             name_dir.mkdir(parents=True, exist_ok=True)
             try:
@@ -444,7 +428,7 @@ class Registry:
         if info is None:
             raise NotFoundError(f"{entry.ref}: no readable {INFO_FILE} in {entry.path}", _LIST_HINT)
         info.update(changes)
-        _write_json_atomic(entry.path / INFO_FILE, info)
+        write_json(entry.path / INFO_FILE, info, default=_json_default)
         return Entry(entry.name, entry.version, entry.path, info)
 
     def _move_out(self, path: Path, label: str) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tinv_cli.atomic import write_with
 from tinv_cli.shapes import world
 
 # stable-diffusion-v1-5's scheduler_config.json: tinv trains concepts with a DDPMScheduler of this config.
@@ -137,9 +137,7 @@ def _pixels(seed: int, count: int, start: int = 0) -> Any:
 def _save_atomic(obj: Any, path: Path) -> None:
     import torch
 
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_with(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _lr_at(step: int, cfg: BuildConfig, total: int, peak: float) -> float:

@@ -6,32 +6,29 @@ Layout inside a run folder::
     checkpoint/meta.json    step, the settings and their hash, finished flag (readable without torch)
 
 A checkpoint is built in a temporary folder next to the old one and swapped in with two renames (old out,
-new in). A crash at any point leaves either the previous checkpoint or the new one: ``checkpoint.old`` is
-what a crash between the two renames leaves, and ``find`` falls back to it. Only the trainable vectors and
-their optimizer state are saved, never the base model, so a one-vector SD 1.x concept checkpoints in ~10 kB.
+new in) by ``atomic.replace_dir``. A crash at any point leaves either the previous checkpoint or the new one:
+``checkpoint.old`` is what a crash between the two renames leaves, and ``find`` falls back to it. Only the
+trainable vectors and their optimizer state are saved, never the base model, so a one-vector SD 1.x concept
+checkpoints in ~10 kB.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import random
 import shutil
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinv_cli import atomic
 from tinv_cli.errors import TinvError
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
-_OLD_SUFFIX = ".old"
-_TMP_PREFIX = ".checkpoint-tmp-"
 FORMAT = 1
 
 
@@ -49,28 +46,12 @@ class CheckpointInfo:
     wall_time_s: float
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    # Directory fsync makes the renames durable on POSIX; Windows cannot open a directory and does not need it.
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def find(run_dir: Path) -> Path | None:
     """The checkpoint folder of ``run_dir``: the current one, or the previous one a crash left behind."""
     current = run_dir / CHECKPOINT_DIR
     if (current / META_FILE).is_file():
         return current
-    previous = run_dir / (CHECKPOINT_DIR + _OLD_SUFFIX)
+    previous = atomic.previous(current)
     if (previous / META_FILE).is_file():
         return previous
     return None
@@ -105,26 +86,11 @@ def save(run_dir: Path, state: Mapping[str, Any], meta: Mapping[str, Any]) -> Pa
     """Write ``state`` (tensors and plain values) and ``meta`` (JSON) as the run's checkpoint, atomically."""
     import torch
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    current = run_dir / CHECKPOINT_DIR
-    old = run_dir / (CHECKPOINT_DIR + _OLD_SUFFIX)
-    try:
-        torch.save(dict(state), tmp / STATE_FILE)
-        (tmp / META_FILE).write_text(json.dumps({"format": FORMAT, **meta}, indent=2), encoding="utf-8")
-        for name in (STATE_FILE, META_FILE):
-            _fsync_file(tmp / name)
-        if current.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            os.rename(current, old)
-        os.rename(tmp, current)
-        _fsync_dir(run_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
-    return current
+    def build(folder: Path) -> None:
+        torch.save(dict(state), folder / STATE_FILE)
+        atomic.write_json(folder / META_FILE, {"format": FORMAT, **meta})
+
+    return atomic.replace_dir(run_dir / CHECKPOINT_DIR, build)
 
 
 def load_state(folder: Path) -> dict[str, Any]:
@@ -143,26 +109,21 @@ def load_state(folder: Path) -> dict[str, Any]:
 
 
 def update_meta(run_dir: Path, **changes: Any) -> None:
-    """Merge ``changes`` into the current checkpoint's ``meta.json`` (write a copy, then replace)."""
+    """Merge ``changes`` into the current checkpoint's ``meta.json``, atomically."""
     folder = find(run_dir)
     if folder is None:
         raise TinvError(f"{run_dir}: no checkpoint to update")
     meta_path = folder / META_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta.update(changes)
-    tmp = meta_path.with_name(f"{META_FILE}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    _fsync_file(tmp)
-    os.replace(tmp, meta_path)
+    atomic.write_json(meta_path, meta)
 
 
 def discard(run_dir: Path) -> None:
     """Remove the run's checkpoint (current, previous and any half-written one)."""
-    for folder in (run_dir / CHECKPOINT_DIR, run_dir / (CHECKPOINT_DIR + _OLD_SUFFIX)):
+    current = run_dir / CHECKPOINT_DIR
+    for folder in (current, atomic.previous(current), *atomic.leftovers(current)):
         shutil.rmtree(folder, ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        for leftover in run_dir.glob(f"{_TMP_PREFIX}*"):
-            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def global_rng_state() -> dict[str, Any]:

@@ -1,18 +1,19 @@
 """A run's metrics: ``metrics.jsonl`` (one JSON object per logged step) and the loss curve drawn from it.
 
-The curve is drawn with PIL, which tinv needs anyway for images, so no plotting library is required. Both
-files are rewritten whole on each update (write a copy, then rename), so a reader never sees half a file.
+The curve is drawn with PIL, which tinv needs anyway for images, so no plotting library is required. Records
+are appended; the curve, and the records when a resumed run drops some, are rewritten whole through
+``tinv_cli.atomic``, so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from tinv_cli.atomic import write_text, write_with
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -23,12 +24,6 @@ LOSS_PLOT = "loss.png"
 _SIZE = (800, 450)
 _MARGIN = (70, 30, 30, 50)  # left, top, right, bottom
 _SMOOTH = 0.8  # exponential smoothing of the drawn curve; the raw points are drawn faintly underneath
-
-
-def _replace(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -58,7 +53,7 @@ def append_metrics(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop records past ``last_step``: steps a killed run logged after its last checkpoint are redone."""
     records = [r for r in read_metrics(path) if r["step"] <= last_step]
-    _replace(path, "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
+    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def _smoothed(values: Sequence[float]) -> list[float]:
@@ -154,8 +149,4 @@ def image_grid(images: Sequence[Image.Image], columns: int | None = None) -> Ima
 
 def save_png(image: Image.Image, out: Path) -> Path:
     """Save ``image`` as a PNG at ``out`` via a temporary file, so a reader never sees half an image."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp.png")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, out)
-    return out
+    return write_with(out, lambda tmp: image.save(tmp, format="PNG"))
