@@ -1,4 +1,6 @@
-"""The file names of the concepts library layout (a registry entry, a pushed repository) and the kinds of concept."""
+"""The file names of the concepts library layout (a registry entry, a pushed repository) and the kinds of concept.
+
+Every module that reads or writes an entry's files names them from here."""
 
 from __future__ import annotations
 
@@ -15,3 +17,7 @@ DIFFUSERS_DIR = "diffusers"
 TOKEN_FILE = "token_identifier.txt"
 KIND_FILE = "type_of_concept.txt"
 IMAGES_DIR = "concept_images"
+# The model card: written into every entry, and rebuilt for the repository on each push.
+README_FILE = "README.md"
+# tinv's own record of an entry (token, widths, provenance, local paths): it stays in the registry, never pushed.
+INFO_FILE = "tinv.json"

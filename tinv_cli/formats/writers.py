@@ -17,6 +17,7 @@ from tinv_cli.formats.layout import (
     IMAGES_DIR,
     KIND_FILE,
     KINDS,
+    README_FILE,
     SAFE_NAME,
     SECOND_NAME,
     TOKEN_FILE,
@@ -130,7 +131,7 @@ def write_concepts_library(
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise DataError(
-            f"two images share the name {clashes[0]}", "rename one; concept_images keeps file names"
+            f"two images share the name {clashes[0]}", f"rename one; {IMAGES_DIR} keeps file names"
         )
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -151,5 +152,5 @@ def write_concepts_library(
         target = folder / IMAGES_DIR / image.name
         written.append(write_with(target, lambda tmp, src=image: shutil.copyfile(src, tmp)))
     if readme is not None:
-        written.append(write_text(folder / "README.md", readme))
+        written.append(write_text(folder / README_FILE, readme))
     return written

@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
+from tinv_cli.formats.layout import IMAGES_DIR, SAFE_NAME
 from tinv_cli.project.config import DEFAULT_BASE_MODEL
 
 # A Hub model id (owner/name). Local folders are "known" to tinv but mean nothing to the Hub, whose metadata
@@ -130,9 +131,9 @@ def _diffusers_usage(info: Mapping[str, Any], repo: str | None, prompt: str) -> 
         token = json.dumps(str(info.get("token")))
         if repo:
             imports.append("from huggingface_hub import hf_hub_download")
-            source = f'hf_hub_download({json.dumps(repo)}, "learned_embeds.safetensors")'
+            source = f"hf_hub_download({json.dumps(repo)}, {json.dumps(SAFE_NAME)})"
         else:
-            source = json.dumps(f"{where}/learned_embeds.safetensors")
+            source = json.dumps(f"{where}/{SAFE_NAME}")
         imports.append("from safetensors.torch import load_file")
         body += [
             f"state_dict = load_file({source})",
@@ -166,8 +167,8 @@ def _image_lines(images: Sequence[str]) -> list[str]:
     lines = ["## Images", ""]
     for image in images:
         path = PurePosixPath(image)
-        if path.parts[:1] != ("concept_images",):
-            path = PurePosixPath("concept_images", image)
+        if path.parts[:1] != (IMAGES_DIR,):
+            path = PurePosixPath(IMAGES_DIR, image)
         alt = re.sub(r"[\[\]\\]", "", path.stem)
         lines.append(f"![{alt}]({quote(path.as_posix())})")
     return lines

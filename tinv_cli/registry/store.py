@@ -29,15 +29,23 @@ from typing import TYPE_CHECKING, Any
 
 from tinv_cli.atomic import write_json, write_text, write_with
 from tinv_cli.errors import NotFoundError, RegistryError
+from tinv_cli.formats.layout import (
+    BIN_NAME,
+    DIFFUSERS_DIR,
+    IMAGES_DIR,
+    INFO_FILE,
+    KIND_FILE,
+    KINDS,
+    README_FILE,
+    SAFE_NAME,
+    TOKEN_FILE,
+)
 from tinv_cli.paths import tinv_home
 
 if TYPE_CHECKING:
     from tinv_cli.embedding import Embedding
 
 SCHEMA = 1
-INFO_FILE = "tinv.json"
-EMBEDDING_FILE = "learned_embeds.safetensors"
-KINDS = ("object", "style")
 SOURCE_TYPES = ("trained", "pulled", "imported")
 
 # The same rule as a Hub repository name, so a registry name can be pushed unchanged.
@@ -50,13 +58,13 @@ STALE_AFTER_S = 3600.0
 # Files of the concepts-library layout that extra_files must not replace.
 _RESERVED = {
     INFO_FILE,
-    EMBEDDING_FILE,
-    "learned_embeds.bin",
-    "token_identifier.txt",
-    "type_of_concept.txt",
-    "README.md",
-    "concept_images",
-    "diffusers",  # an SDXL entry's diffusers pair
+    SAFE_NAME,
+    BIN_NAME,
+    TOKEN_FILE,
+    KIND_FILE,
+    README_FILE,
+    IMAGES_DIR,
+    DIFFUSERS_DIR,  # an SDXL entry's diffusers pair
 }
 _LIST_HINT = "see `tinv list`"
 
@@ -196,7 +204,7 @@ class Entry:
         return self.info.get("base_model")
 
     def embedding_file(self) -> Path:
-        return self.path / EMBEDDING_FILE
+        return self.path / SAFE_NAME
 
     def embedding(self) -> Embedding:
         from tinv_cli.formats import detect
@@ -365,9 +373,9 @@ class Registry:
             writers.write_concepts_library(embedding, staging, kind=kind, images=tuple(images), readme=None)
             for rel, src in extras.items():
                 write_with(staging.joinpath(*rel.parts), lambda tmp, src=src: shutil.copyfile(src, tmp))
-            image_dir = staging / "concept_images"
+            image_dir = staging / IMAGES_DIR
             image_names = (
-                sorted(f"concept_images/{p.name}" for p in image_dir.iterdir() if p.is_file())
+                sorted(f"{IMAGES_DIR}/{p.name}" for p in image_dir.iterdir() if p.is_file())
                 if image_dir.is_dir()
                 else []
             )
@@ -380,7 +388,7 @@ class Registry:
                 "vectors": embedding.num_vectors,
                 "widths": list(embedding.widths),
                 "family": embedding.family,
-                "sha256": _sha256(staging / EMBEDDING_FILE),
+                "sha256": _sha256(staging / SAFE_NAME),
                 "created": _utc_now(),
                 "source": dict(source),
                 "base_model": base_model,
@@ -402,7 +410,7 @@ class Registry:
             versions = self._version_dirs(name)
             info["version"] = versions[-1][0] + 1 if versions else 1
             write_json(staging / INFO_FILE, info, default=_json_default)
-            write_text(staging / "README.md", card(info))
+            write_text(staging / README_FILE, card(info))
             target = name_dir / str(info["version"])
             name_dir.mkdir(parents=True, exist_ok=True)
             try:

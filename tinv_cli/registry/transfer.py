@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinv_cli.errors import FormatError, NotFoundError, RegistryError
+from tinv_cli.formats.layout import IMAGES_DIR, README_FILE
 from tinv_cli.registry.store import Entry, Registry, name_from_token
 
 # Where each export format goes when no -o is given, relative to the current folder.
@@ -76,14 +77,13 @@ def export_entry(entry: Entry, fmt: str, out: Path | None = None, *, force: bool
         raise RegistryError(f"{target} already exists", "pass --force to replace it, or -o another path")
     info = entry.info
     training = info.get("training") or {}
+    readme = entry.path / README_FILE
     return writers.write(
         entry.embedding(),
         fmt,
         target,
         kind=entry.kind,
-        images=sorted((entry.path / "concept_images").glob("*")),
-        readme=(entry.path / "README.md").read_text(encoding="utf-8")
-        if (entry.path / "README.md").exists()
-        else None,
+        images=sorted((entry.path / IMAGES_DIR).glob("*")),
+        readme=readme.read_text(encoding="utf-8") if readme.exists() else None,
         meta={"step": training.get("steps"), "sd_checkpoint_name": info.get("base_model")},
     )
