@@ -225,14 +225,14 @@ def test_network_down_and_not_cached() -> None:
                 "An error happened while trying to locate the file on the Hub"
             ) from refused
     except LocalEntryNotFoundError as raised:
-        error = errors._hub_error("org/other", None, raised)
+        error = errors.model_download_error("org/other", None, raised)
     assert error is not None
     assert (
         error.message
         == "could not reach the Hugging Face Hub to download org/other, and it is not in the cache"
     )
     assert "network" in (error.hint or "")
-    assert errors._hub_error("org/other", None, ValueError("not a Hub problem")) is None
+    assert errors.model_download_error("org/other", None, ValueError("not a Hub problem")) is None
 
 
 def test_a_local_copy_without_weights_is_refused_by_diffusers_not_by_tinv(

@@ -1,11 +1,20 @@
-"""huggingface_hub's exceptions, turned into one-line tinv errors whose messages never carry a token."""
+"""huggingface_hub's exceptions, turned into one-line tinv errors whose messages never carry a token.
+
+One map for every Hub call tinv makes: ``classify`` says what went wrong (a gated repository, no such repository,
+revision or file, offline, not in the cache, no token, an invalid id, an HTTP status, no network), read from the
+exception and the ones it was raised from. The words then depend on what tinv was doing: ``hub_errors`` says it
+for ``tinv push``, ``pull`` and ``search`` (HubError, NotFoundError), ``model_download_error`` for downloading a
+base model (ModelError).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tinv_cli.errors import HubError, ModelError, NotFoundError, TinvError
 from tinv_cli.models.refs import _LOCAL_HINT
@@ -15,9 +24,32 @@ if TYPE_CHECKING:
 
 # Hugging Face user tokens; a server message that echoes one must not reach the terminal.
 _TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{6,}")
+_NETWORK_HINT = "check your connection (and HF_ENDPOINT if you set it), then try again"
 
 
-# Errors
+class Failure(enum.Enum):
+    """What went wrong on the way to the Hub, in the order ``classify`` looks for it."""
+
+    GATED = "gated"
+    NO_REVISION = "no revision"
+    NO_REPO = "no repository"
+    NO_FILE = "no file"
+    OFFLINE_NOT_CACHED = "offline, not cached"  # HF_HUB_OFFLINE is set and the cache lacks the files
+    OFFLINE = "offline"  # HF_HUB_OFFLINE is set and a request was about to be made
+    NO_TOKEN = "no token"
+    INVALID_ID = "invalid id"
+    HTTP = "http"  # the Hub answered with an error status
+    UNREACHABLE_NOT_CACHED = (
+        "unreachable, not cached"  # the Hub could not be asked and the cache lacks the files
+    )
+    NETWORK = "network"  # the connection itself failed
+
+
+@dataclass(frozen=True)
+class HubFailure:
+    kind: Failure
+    error: BaseException  # the exception that shows it, somewhere in the chain of the one raised
+    status: int | None = None  # the Hub's HTTP status, when it answered
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
@@ -31,7 +63,52 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-def _clean(text: str, token: str | None) -> str:
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return chain
+
+
+def classify(exc: BaseException) -> HubFailure | None:
+    """What ``exc`` says went wrong with the Hub, or None when it is not a Hub, cache or network problem.
+
+    The whole chain counts: diffusers wraps the Hub's error in its own OSError (sometimes twice), and
+    huggingface_hub raises a cache miss from the HTTP or connection error that made it look in the cache. The
+    first kind of ``Failure`` (in its order) that any exception of the chain shows wins, so a Hub that answered
+    500 is reported as that, not as the cache miss it led to.
+    """
+    from huggingface_hub import errors as hf
+    from huggingface_hub import is_offline_mode
+
+    chain = _chain(exc)
+    offline = is_offline_mode()
+    rules: list[tuple[Failure, tuple[type[BaseException], ...]]] = [
+        (Failure.GATED, (hf.GatedRepoError,)),
+        (Failure.NO_REVISION, (hf.RevisionNotFoundError,)),
+        (Failure.NO_REPO, (hf.RepositoryNotFoundError,)),
+        (Failure.NO_FILE, (hf.RemoteEntryNotFoundError,)),
+        (Failure.OFFLINE_NOT_CACHED, (hf.LocalEntryNotFoundError,) if offline else ()),
+        (Failure.OFFLINE, (hf.OfflineModeIsEnabled,)),
+        (Failure.NO_TOKEN, (hf.LocalTokenNotFoundError,)),
+        (Failure.INVALID_ID, (hf.HFValidationError,)),
+        (Failure.HTTP, (hf.HfHubHTTPError,)),
+        # Without network the client falls back to the cache and raises this when the file is not there,
+        # whichever HTTP library reported the failure underneath.
+        (Failure.UNREACHABLE_NOT_CACHED, (hf.LocalEntryNotFoundError,)),
+        (Failure.NETWORK, (ConnectionError, TimeoutError, *_network_errors())),
+    ]
+    for kind, types in rules:
+        found = next((e for e in chain if types and isinstance(e, types)), None)
+        if found is not None:
+            response = getattr(found, "response", None) if isinstance(found, hf.HfHubHTTPError) else None
+            return HubFailure(kind, found, response.status_code if response is not None else None)
+    return None
+
+
+def redact(text: str, token: str | None) -> str:
     """``text`` (a server message) with any token in it blanked out, cut to its first line."""
     from huggingface_hub import get_token
 
@@ -43,6 +120,16 @@ def _clean(text: str, token: str | None) -> str:
     return lines[0] if lines else ""
 
 
+def endpoint() -> str:
+    """The Hub tinv talks to: huggingface.co, or HF_ENDPOINT."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+# Words for push, pull and search
+
+
 def _login_hint(token: str | None) -> str:
     from huggingface_hub import get_token
 
@@ -51,72 +138,9 @@ def _login_hint(token: str | None) -> str:
     return "check the name; if the repository is private or gated, log in with `hf auth login`, set HF_TOKEN or pass --token"
 
 
-def _endpoint() -> str:
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
-@contextlib.contextmanager
-def _hub_errors(
-    action: str, repo: str | None, token: str | None, ref: RepoRef | None = None
-) -> Iterator[None]:
-    """Turn huggingface_hub's exceptions raised inside the block into one-line tinv errors."""
-    from huggingface_hub import errors as hf
-    from huggingface_hub import is_offline_mode
-
-    where = f" {repo}" if repo else ""
-    try:
-        yield
-    except hf.GatedRepoError:
-        raise HubError(
-            f"{repo} is gated: its files are shared only with people who accepted its conditions",
-            f"accept them on {_endpoint()}/{repo} with your account, then pull with your token (HF_TOKEN or --token)",
-        ) from None
-    except hf.RepositoryNotFoundError:
-        raise NotFoundError(f"repository {repo} not found on {_endpoint()}", _login_hint(token)) from None
-    except hf.RevisionNotFoundError:
-        revision = ref.revision if ref else None
-        raise NotFoundError(
-            f"{repo} has no revision {revision!r}", "use a branch, tag or commit id of the repository"
-        ) from None
-    except hf.RemoteEntryNotFoundError:
-        path = ref.path if ref else None
-        raise NotFoundError(f"{repo} has no file {path!r}", "check the path inside the repository") from None
-    except hf.OfflineModeIsEnabled:
-        raise HubError(
-            f"cannot {action}{where}: HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE (or set it to 0)"
-        ) from None
-    except hf.LocalEntryNotFoundError as e:
-        # The client looked in the cache because the Hub could not be asked (offline or unreachable).
-        if is_offline_mode():
-            raise HubError(
-                f"HF_HUB_OFFLINE is set and {ref or repo} is not in the Hugging Face cache",
-                "pull it once with the Hub reachable, or unset HF_HUB_OFFLINE",
-            ) from None
-        raise HubError(
-            f"cannot reach the Hub at {_endpoint()}, and {ref or repo} is not in the Hugging Face cache",
-            "check your connection (and HF_ENDPOINT if you set it), then try again",
-        ) from e
-    except hf.LocalTokenNotFoundError:
-        raise HubError(
-            f"cannot {action}{where}: no Hugging Face token",
-            "log in with `hf auth login`, set HF_TOKEN or pass --token",
-        ) from None
-    except hf.HFValidationError as e:
-        raise TinvError(f"{repo!r} is not a valid repository id ({_clean(str(e), token)})") from None
-    except hf.HfHubHTTPError as e:
-        raise _http_error(e, action, where, token) from None
-    except _network_errors() as e:
-        raise HubError(
-            f"cannot reach the Hub at {_endpoint()} ({type(e).__name__})",
-            "check your connection (and HF_ENDPOINT if you set it), then try again",
-        ) from None
-
-
-def _http_error(error: Any, action: str, where: str, token: str | None) -> HubError:
-    status = error.response.status_code if error.response is not None else None
-    detail = _clean(str(error.server_message or ""), token)
+def _http_error(failure: HubFailure, action: str, where: str, token: str | None) -> HubError:
+    status = failure.status
+    detail = redact(str(getattr(failure.error, "server_message", None) or ""), token)
     if status == 401:
         return HubError(
             f"the Hub refused the token (401 {detail or 'unauthorized'})",
@@ -133,67 +157,119 @@ def _http_error(error: Any, action: str, where: str, token: str | None) -> HubEr
     )
 
 
-def _hub_error(base: str, revision: str | None, exc: BaseException) -> ModelError | None:
-    """The ModelError that explains a failed Hub download, or None when ``exc`` is not a Hub/cache problem."""
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+def _hub_command_error(
+    failure: HubFailure, action: str, repo: str | None, token: str | None, ref: RepoRef | None
+) -> TinvError:
+    """The error ``tinv push/pull/search`` reports for ``failure`` while it tried to ``action`` ``repo``."""
+    where = f" {repo}" if repo else ""
+    kind = failure.kind
+    if kind is Failure.GATED:
+        return HubError(
+            f"{repo} is gated: its files are shared only with people who accepted its conditions",
+            f"accept them on {endpoint()}/{repo} with your account, then pull with your token (HF_TOKEN or --token)",
+        )
+    if kind is Failure.NO_REPO:
+        return NotFoundError(f"repository {repo} not found on {endpoint()}", _login_hint(token))
+    if kind is Failure.NO_REVISION:
+        revision = ref.revision if ref else None
+        return NotFoundError(
+            f"{repo} has no revision {revision!r}", "use a branch, tag or commit id of the repository"
+        )
+    if kind is Failure.NO_FILE:
+        path = ref.path if ref else None
+        return NotFoundError(f"{repo} has no file {path!r}", "check the path inside the repository")
+    if kind is Failure.OFFLINE:
+        return HubError(
+            f"cannot {action}{where}: HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE (or set it to 0)"
+        )
+    if kind is Failure.OFFLINE_NOT_CACHED:
+        return HubError(
+            f"HF_HUB_OFFLINE is set and {ref or repo} is not in the Hugging Face cache",
+            "pull it once with the Hub reachable, or unset HF_HUB_OFFLINE",
+        )
+    if kind is Failure.UNREACHABLE_NOT_CACHED:
+        return HubError(
+            f"cannot reach the Hub at {endpoint()}, and {ref or repo} is not in the Hugging Face cache",
+            _NETWORK_HINT,
+        )
+    if kind is Failure.NO_TOKEN:
+        return HubError(
+            f"cannot {action}{where}: no Hugging Face token",
+            "log in with `hf auth login`, set HF_TOKEN or pass --token",
+        )
+    if kind is Failure.INVALID_ID:
+        return TinvError(f"{repo!r} is not a valid repository id ({redact(str(failure.error), token)})")
+    if kind is Failure.HTTP:
+        return _http_error(failure, action, where, token)
+    return HubError(f"cannot reach the Hub at {endpoint()} ({type(failure.error).__name__})", _NETWORK_HINT)
 
-    # diffusers wraps the Hub's error in its own OSError (sometimes twice); the cause says what happened.
-    chain: list[BaseException] = []
-    seen: BaseException | None = exc
-    while seen is not None and seen not in chain:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
 
-    def first(kind: type[BaseException]) -> BaseException | None:
-        return next((e for e in chain if isinstance(e, kind)), None)
+@contextlib.contextmanager
+def hub_errors(
+    action: str, repo: str | None, token: str | None, ref: RepoRef | None = None
+) -> Iterator[None]:
+    """Turn huggingface_hub's exceptions raised inside the block into one-line tinv errors.
 
+    ``action`` completes "cannot ..." ("pull", "push to"); tinv's own errors and anything that is not a Hub
+    problem pass through unchanged. The Hub's exception stays the cause, for ``TINV_DEBUG=1`` tracebacks.
+    """
+    try:
+        yield
+    except TinvError:
+        raise
+    except Exception as exc:
+        failure = classify(exc)
+        if failure is None:
+            raise
+        raise _hub_command_error(failure, action, repo, token, ref) from exc
+
+
+# Words for a base model's download
+
+
+def model_download_error(base: str, revision: str | None, exc: BaseException) -> ModelError | None:
+    """The ModelError that explains a failed download of model ``base``, or None when ``exc`` is not a Hub,
+    cache or network problem (the caller re-raises it then)."""
+    failure = classify(exc)
+    if failure is None:
+        return None
     page = f"https://huggingface.co/{base}"
-    if first(GatedRepoError):
+    kind = failure.kind
+    if kind is Failure.GATED:
         return ModelError(
             f"{base} is a gated model and this Hugging Face account has not been granted access",
             f"accept the licence on {page} while logged in, then run `hf auth login` (or set HF_TOKEN)",
         )
-    if first(RevisionNotFoundError):
+    if kind is Failure.NO_REVISION:
         return ModelError(
             f"{base} has no revision {revision!r}", f"check the revision against {page}/tree/main"
         )
-    if first(RepositoryNotFoundError):
+    if kind is Failure.NO_REPO:
         return ModelError(
             f"no model {base!r} on the Hugging Face Hub (or it is private and this account cannot see it)",
             f"check the id; for a private model run `hf auth login`; {_LOCAL_HINT}",
         )
-    if first(OfflineModeIsEnabled) or (first(LocalEntryNotFoundError) and _offline()):
+    if kind in (Failure.OFFLINE, Failure.OFFLINE_NOT_CACHED):
         return ModelError(
             f"{base} is not in the Hugging Face cache and HF_HUB_OFFLINE is set, so it cannot be downloaded",
             f"unset HF_HUB_OFFLINE to download it once (it is cached afterwards), {_LOCAL_HINT}",
         )
-    http = first(HfHubHTTPError)
-    if isinstance(http, HfHubHTTPError) and http.response is not None:
-        status = http.response.status_code
-        if status in (401, 403):
+    if kind is Failure.NO_TOKEN:
+        return ModelError(
+            f"downloading {base} needs a Hugging Face token", "run `hf auth login` (or set HF_TOKEN)"
+        )
+    if kind is Failure.INVALID_ID:
+        return ModelError(f"{base!r} is not a Hugging Face model id", f"write ORG/NAME, {_LOCAL_HINT}")
+    if kind in (Failure.HTTP, Failure.NO_FILE):  # a missing file is the Hub's 404
+        if failure.status in (401, 403):
             return ModelError(
-                f"the Hugging Face Hub refused access to {base} (HTTP {status})",
+                f"the Hugging Face Hub refused access to {base} (HTTP {failure.status})",
                 f"run `hf auth login` with a token that can read it, and accept its licence on {page}",
             )
-        return ModelError(f"the Hugging Face Hub answered HTTP {status} for {base}", "try again later")
-    # Without network, huggingface_hub falls back to the cache and raises LocalEntryNotFoundError when the file is
-    # not there, whichever HTTP library (httpx, httpx2, requests) reported the failure underneath.
-    if first(LocalEntryNotFoundError) or first(ConnectionError) or first(TimeoutError):
         return ModelError(
-            f"could not reach the Hugging Face Hub to download {base}, and it is not in the cache",
-            f"check the network connection (and HF_ENDPOINT if set), {_LOCAL_HINT}",
+            f"the Hugging Face Hub answered HTTP {failure.status} for {base}", "try again later"
         )
-    return None
-
-
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
+    return ModelError(
+        f"could not reach the Hugging Face Hub to download {base}, and it is not in the cache",
+        f"check the network connection (and HF_ENDPOINT if set), {_LOCAL_HINT}",
+    )

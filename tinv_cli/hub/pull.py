@@ -19,21 +19,13 @@ from tinv_cli.errors import HubError, NotFoundError
 
 if TYPE_CHECKING:
     from tinv_cli.registry.store import Entry, Registry
-from tinv_cli.hub.errors import _endpoint, _hub_errors
-from tinv_cli.hub.refs import _COMMIT_RE, Progress, RepoRef, parse_repo_ref
-
-IMAGES_DIR = "concept_images"
+from tinv_cli.formats.layout import BIN_NAME, IMAGES_DIR, KIND_FILE, SAFE_NAME, SECOND_NAME, TOKEN_FILE
+from tinv_cli.hub.errors import endpoint, hub_errors
+from tinv_cli.hub.refs import COMMIT_RE, Progress, RepoRef, parse_repo_ref
 
 # What pull fetches from a whole repository: the concept, never the checkpoints or logs that may sit beside it.
 # The list is fixed (not chosen from the remote listing) so an offline pull asks the cache for the same files.
-PULL_PATTERNS = (
-    "learned_embeds.safetensors",
-    "learned_embeds.bin",
-    "learned_embeds_2.safetensors",
-    "token_identifier.txt",
-    "type_of_concept.txt",
-    f"{IMAGES_DIR}/*",
-)
+PULL_PATTERNS = (SAFE_NAME, BIN_NAME, SECOND_NAME, TOKEN_FILE, KIND_FILE, f"{IMAGES_DIR}/*")
 EMBEDDING_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
@@ -73,7 +65,7 @@ def _no_embedding(ref: RepoRef, commit: str) -> NotFoundError:
     if ref.path:
         return NotFoundError(f"{ref.repo_id} has no file {ref.path!r} at {commit[:12]}", hint)
     return NotFoundError(
-        f"no embedding in {ref.repo_id} at {commit[:12]}: it has no learned_embeds.safetensors or learned_embeds.bin",
+        f"no embedding in {ref.repo_id} at {commit[:12]}: it has no {SAFE_NAME} or {BIN_NAME}",
         hint,
     )
 
@@ -103,7 +95,7 @@ def pull(
     """
     from huggingface_hub import is_offline_mode, snapshot_download
 
-    from tinv_cli.formats import detect, layout
+    from tinv_cli.formats import detect
     from tinv_cli.registry.store import name_from_token
 
     report = progress or (lambda _text: None)
@@ -111,20 +103,20 @@ def pull(
     offline = is_offline_mode()
     patterns = [target.path] if target.path else list(PULL_PATTERNS)
     report(f"Fetching {target}" + (" from the Hugging Face cache (HF_HUB_OFFLINE)" if offline else ""))
-    with _hub_errors("pull", target.repo_id, token, target):
+    with hub_errors("pull", target.repo_id, token, target):
         folder = Path(
             snapshot_download(target.repo_id, revision=target.revision, allow_patterns=patterns, token=token)
         )
     # The cache keeps each commit's files in snapshots/<commit id>/, whatever revision named it.
     commit = folder.name
-    if not _COMMIT_RE.match(commit):
+    if not COMMIT_RE.match(commit):
         raise HubError(
             f"unexpected Hugging Face cache layout at {folder}", "update huggingface_hub and try again"
         )
     source_path = folder / target.path if target.path else folder
     if target.path and not source_path.is_file():
         raise _no_embedding(target, commit)
-    if not target.path and not any((folder / n).is_file() for n in (layout.SAFE_NAME, layout.BIN_NAME)):
+    if not target.path and not any((folder / n).is_file() for n in (SAFE_NAME, BIN_NAME)):
         raise _no_embedding(target, commit)
 
     imported = detect.read(source_path)
@@ -146,6 +138,6 @@ def pull(
         kind=imported.kind or "object",
         source=source,
         images=imported.images,
-        hub={"repo": target.repo_id, "revision": commit, "url": f"{_endpoint()}/{target.repo_id}"},
+        hub={"repo": target.repo_id, "revision": commit, "url": f"{endpoint()}/{target.repo_id}"},
     )
     return PullResult(entry, target.repo_id, commit, target.path, imported.format, offline, False)

@@ -15,22 +15,30 @@ if TYPE_CHECKING:
     from huggingface_hub.hf_api import RepoSibling
 
     from tinv_cli.registry.store import Entry, Registry
-from tinv_cli.hub.errors import _clean, _hub_errors
-from tinv_cli.hub.pull import IMAGES_DIR
-from tinv_cli.hub.refs import Progress, _check_repo_id
-
-# What push uploads: exactly the concepts library files. tinv.json (provenance, local paths) stays local.
-EMBEDDINGS = "learned_embeds.safetensors"
-PUSHED_FILES = (
-    EMBEDDINGS,
-    "learned_embeds.bin",
-    "token_identifier.txt",
-    "type_of_concept.txt",
-    # SDXL entries: diffusers' learned_embeds / learned_embeds_2 pair, beside the {clip_l, clip_g} file.
-    "diffusers/learned_embeds.safetensors",
-    "diffusers/learned_embeds_2.safetensors",
+from tinv_cli.formats.layout import (
+    BIN_NAME,
+    DIFFUSERS_DIR,
+    IMAGES_DIR,
+    KIND_FILE,
+    README_FILE,
+    SAFE_NAME,
+    SECOND_NAME,
+    TOKEN_FILE,
 )
-README = "README.md"
+from tinv_cli.hub.errors import hub_errors, redact
+from tinv_cli.hub.refs import Progress, check_repo_id
+
+# What push uploads: exactly the concepts library files, plus the model card. The entry's INFO_FILE
+# (provenance, local paths) stays local.
+PUSHED_FILES = (
+    SAFE_NAME,
+    BIN_NAME,
+    TOKEN_FILE,
+    KIND_FILE,
+    # SDXL entries: diffusers' learned_embeds / learned_embeds_2 pair, beside the {clip_l, clip_g} file.
+    f"{DIFFUSERS_DIR}/{SAFE_NAME}",
+    f"{DIFFUSERS_DIR}/{SECOND_NAME}",
+)
 
 
 @dataclass(frozen=True)
@@ -65,9 +73,9 @@ def _entry_files(entry: Entry, repo_id: str) -> dict[str, bytes]:
         path = entry.path / name
         if path.is_file():
             files[name] = path.read_bytes()
-    if EMBEDDINGS not in files:
+    if SAFE_NAME not in files:
         raise NotFoundError(
-            f"{entry.ref}: {entry.path / EMBEDDINGS} is missing",
+            f"{entry.ref}: {entry.path / SAFE_NAME} is missing",
             "the entry is incomplete; import it again",
         )
     images_dir = entry.path / IMAGES_DIR
@@ -81,12 +89,12 @@ def _entry_files(entry: Entry, repo_id: str) -> dict[str, bytes]:
     # The card is rebuilt rather than copied so its usage snippets load from the repository it is pushed to;
     # it depends only on tinv.json and the image names, so an unchanged entry gives an identical card.
     info = {**entry.info, "hub": {"repo": repo_id}}
-    files[README] = model_card(info, [f"{IMAGES_DIR}/{p.name}" for p in images]).encode("utf-8")
+    files[README_FILE] = model_card(info, [f"{IMAGES_DIR}/{p.name}" for p in images]).encode("utf-8")
     return files
 
 
 def _is_concept_file(path: str) -> bool:
-    return path in PUSHED_FILES or path == README or path.startswith(f"{IMAGES_DIR}/")
+    return path in PUSHED_FILES or path == README_FILE or path.startswith(f"{IMAGES_DIR}/")
 
 
 def _same(data: bytes, remote: RepoSibling) -> bool:
@@ -138,10 +146,10 @@ def push(
         repo_id = repo
     else:
         repo_id = f"{namespace or _whoami(api, token)}/{repo or entry.name}"
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     files = _entry_files(entry, repo_id)
 
-    with _hub_errors("push to", repo_id, token):
+    with hub_errors("push to", repo_id, token):
         url = str(api.create_repo(repo_id, private=private, exist_ok=True))
         info = api.model_info(repo_id, files_metadata=True)
         if private and info.private is False:
@@ -171,8 +179,8 @@ def push(
                 if "metadata" not in str(e).lower():
                     raise
                 raise FormatError(
-                    f"the Hub refused the model card of {entry.ref}: {_clean(str(e).split(chr(10), 1)[-1], token)}",
-                    f"check {entry.path / README}'s front matter",
+                    f"the Hub refused the model card of {entry.ref}: {redact(str(e).split(chr(10), 1)[-1], token)}",
+                    f"check {entry.path / README_FILE}'s front matter",
                 ) from None
             commit = done.oid
     entry = registry.update_info(entry, hub={"repo": repo_id, "revision": commit, "url": url})
@@ -180,5 +188,5 @@ def push(
 
 
 def _whoami(api: Any, token: str | None) -> str:
-    with _hub_errors("find your user name on", None, token):
+    with hub_errors("find your user name on", None, token):
         return str(api.whoami()["name"])

@@ -16,7 +16,7 @@ _REF_RE = re.compile(rf"\A(?P<repo>(?:{_PART}/)?{_PART})(?:@(?P<revision>[^:\s]+
 _URL_RE = re.compile(
     rf"\Ahttps?://[^/]+/(?P<repo>{_PART}/{_PART})(?:/(?:blob|resolve|tree)/(?P<revision>[^/]+)(?:/(?P<path>.+))?)?/?\Z"
 )
-_COMMIT_RE = re.compile(r"\A[0-9a-f]{40}\Z")
+COMMIT_RE = re.compile(r"\A[0-9a-f]{40}\Z")
 
 Progress = Callable[[str], None]
 
@@ -54,7 +54,8 @@ def parse_repo_ref(text: str) -> RepoRef:
     return RepoRef(match.group("repo"), match.group("revision") or None, path or None)
 
 
-def _check_repo_id(repo: str) -> None:
+def check_repo_id(repo: str) -> None:
+    """Raise TinvError unless ``repo`` is a repository id (``NAMESPACE/NAME`` or ``NAME``)."""
     if not _REPO_ID_RE.match(repo):
         raise TinvError(
             f"{repo!r} is not a repository id", "write NAMESPACE/NAME with letters, digits, '-', '_' and '.'"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tinv_cli.errors import HubError
-from tinv_cli.hub.errors import _hub_errors
+from tinv_cli.hub.errors import hub_errors
 
 DEFAULT_AUTHOR = "sd-concepts-library"
 
@@ -31,7 +31,7 @@ def search(
     if is_offline_mode():
         raise HubError("cannot search: HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE (or set it to 0)")
     api = HfApi(token=token)
-    with _hub_errors("search", None, token):
+    with hub_errors("search", None, token):
         models = list(api.list_models(search=text or None, author=author or None, limit=limit))
     hits = []
     for model in models:

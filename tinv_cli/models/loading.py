@@ -17,7 +17,7 @@ from tinv_cli.errors import ModelError
 if TYPE_CHECKING:
     import torch
     from diffusers import DiffusionPipeline
-from tinv_cli.hub.errors import _hub_error
+from tinv_cli.hub.errors import model_download_error
 from tinv_cli.models.configs import _fetch_model_index, _read_json
 from tinv_cli.models.refs import MODEL_INDEX, check_model_ref
 
@@ -73,7 +73,7 @@ def load_pipeline(
                 source, revision=None if folder is not None else revision, **kwargs
             )
     except OSError as exc:
-        error = _hub_error(base, revision, exc) if folder is None else None
+        error = model_download_error(base, revision, exc) if folder is None else None
         if error is None:
             raise
         raise error from exc
