@@ -198,11 +198,49 @@ def test_check_reports_every_mistake_with_lines(tmp_path: Path, monkeypatch: pyt
     assert "Error: " in err and "3 problems" in err
 
 
+def test_check_refuses_a_name_the_registry_would_refuse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "imgs" / "0.png")
+    name = "a" * 97  # the registry's (and the Hub's) limit is 96 characters
+    (tmp_path / "concepts.toml").write_text(
+        f'[model]\nbase = "some/model"\n\n[concepts.{name}]\nimages = "imgs"\ninitializer = "toy"\n'
+    )
+    result = invoke("check")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f'Error: {tmp_path / "concepts.toml"}:4: concept name "{name}" is not allowed'
+    )
+    assert "at most 96 characters" in result.stderr
+    assert result.stdout == ""
+
+
 def test_init_with_a_bad_concept_creates_no_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = invoke("init", "--concept", "cat-toy", "--images", "nowhere", "--initializer", "toy")
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: ") and "nowhere" in result.stderr
+    assert not (tmp_path / "concepts.toml").exists()
+
+
+def test_init_checks_concept_options_with_the_file_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "imgs" / "0.png")
+    args = ["init", "--concept", "cat-toy", "--images", "imgs", "--initializer", "toy", "--vectors", "76"]
+    result = invoke(*args)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert (
+        result.stderr.startswith("Error: ") and "vectors: must be between 1 and 75, found 76" in result.stderr
+    )
     assert not (tmp_path / "concepts.toml").exists()
 
 

@@ -11,7 +11,7 @@ from tinv_cli.errors import DataError, NotFoundError, ProjectError
 from tinv_cli.images import IMAGE_EXTENSIONS, image_problems, list_images
 from tinv_cli.project.config import Concept, HubConfig, ModelConfig, Project, TrainConfig
 from tinv_cli.project.load import PROJECT_FILE, find_project, load_project
-from tinv_cli.project.schema import TRAIN_FIELDS
+from tinv_cli.project.schema import table_settings
 from tinv_cli.project.tokens import check_project, initializer_plan
 
 TOKENIZER_ASSETS = Path(__file__).resolve().parent / "assets" / "tokenizer"
@@ -316,8 +316,9 @@ def test_per_concept_train_values_are_checked(tmp_path: Path) -> None:
     assert message.startswith("[concepts.a.train] resolution:")
 
 
-def test_every_train_config_field_has_a_rule() -> None:
-    assert tuple(TRAIN_FIELDS) == TrainConfig.field_names()
+def test_every_train_config_field_is_a_key_of_the_train_table() -> None:
+    # The trainer hashes and logs every field (to_dict), so each must be a setting the file can change.
+    assert tuple(table_settings(TrainConfig)) == TrainConfig.field_names()
 
 
 # --- required keys and init -------------------------------------------------------------------------------------
@@ -460,6 +461,17 @@ def test_invalid_concept_names(tmp_path: Path, name: str) -> None:
     line, message = only_problem(path, check_images=False)
     assert line == 4
     assert "is not allowed" in message
+
+
+def test_a_name_the_registry_would_refuse_is_refused_with_its_line(tmp_path: Path) -> None:
+    # The registry (and the Hub) take at most 96 characters; training a longer name would fail at the very end.
+    make_images(tmp_path / "imgs")
+    longest, too_long = "a" * 96, "a" * 97
+    text = '[train]\nsteps = 1\n\n[concepts.{}]\nimages = "imgs"\ninitializer = "x"\n'
+    assert longest in load_project(write_project(tmp_path, text.format(longest))).concepts
+    line, message = only_problem(write_project(tmp_path, text.format(too_long)))
+    assert line == 4
+    assert f'concept name "{too_long}" is not allowed' in message and "at most 96 characters" in message
 
 
 # --- syntax, encoding, positions ------------------------------------------------------------------------------------

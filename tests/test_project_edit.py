@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from tinv_cli.errors import DataError, ProjectError, TinvError
-from tinv_cli.project.config import DEFAULT_BASE_MODEL, Concept, Project, TrainConfig
-from tinv_cli.project.edit import TEMPLATE, add_concept, init_project, toml_string
+from tinv_cli.project.config import DEFAULT_BASE_MODEL, Concept, HubConfig, ModelConfig, Project, TrainConfig
+from tinv_cli.project.edit import add_concept, init_project
 from tinv_cli.project.load import PROJECT_FILE, load_project
+from tinv_cli.project.schema import table_settings
+from tinv_cli.project.template import TEMPLATE, toml_string
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -65,8 +67,42 @@ def test_template_lists_every_train_key_with_a_comment() -> None:
     parsed = tomllib.loads(TEMPLATE)["train"]
     assert parsed == {k: v for k, v in TrainConfig().to_dict().items()}
     for line in train_section.splitlines():
-        if re.match(r"^\w+ = ", line) and not line.startswith(("learning_rate", "adam_")):
+        if re.match(r"^\w+ = ", line):
             assert "#" in line, f"no comment on: {line}"
+
+
+def _section(start: str) -> str:
+    return TEMPLATE.split(start + "\n", 1)[1].split("\n#\n" if start.startswith("#") else "\n\n", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("start", "table"),
+    [
+        ("[model]", ModelConfig),
+        ("[train]", TrainConfig),
+        ("[hub]", HubConfig),
+        ("# [concepts.cat-toy]", Concept),
+    ],
+)
+def test_template_lists_every_key_of_every_table_with_its_help(start: str, table: type) -> None:
+    lines = _section(start).splitlines()
+    settings = table_settings(table)
+    assert [re.match(r"(?:# )?(\w+) = ", line).group(1) for line in lines] == list(settings)  # type: ignore[union-attr]
+    for line, setting in zip(lines, settings.values(), strict=True):
+        assert line.endswith(f" # {setting.comment}"), line
+        # A key is commented out exactly when its default cannot be written (none, or None).
+        assert line.startswith("# ") == (start.startswith("#") or not setting.writes_default), line
+
+
+def test_template_comments_out_what_has_no_default_and_writes_floats_readably() -> None:
+    assert '\n# revision = "main"' in TEMPLATE and '\n# namespace = "your-hf-username"' in TEMPLATE
+    for line in (
+        "learning_rate = 5.0e-4 ",
+        "adam_weight_decay = 1.0e-2 ",
+        "adam_epsilon = 1.0e-8 ",
+        "flip_p = 0.5 ",
+    ):
+        assert f"\n{line}" in TEMPLATE
 
 
 def test_template_example_concept_is_commented_out_and_valid_when_uncommented(tmp_path: Path) -> None:

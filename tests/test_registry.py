@@ -19,9 +19,10 @@ import torch
 from tinv_cli.embedding import Embedding
 from tinv_cli.errors import NotFoundError, RegistryError
 from tinv_cli.formats import writers
+from tinv_cli.names import NAME_RE, name_from_token
 from tinv_cli.registry import modelcard
 from tinv_cli.registry.modelcard import model_card
-from tinv_cli.registry.store import NAME_RE, Registry, name_from_token, parse_ref
+from tinv_cli.registry.store import Registry, parse_ref
 
 TRAINED = {"type": "trained"}
 

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from tests.test_train import Recorder, make_project
 from tinv_cli.cli import app
-from tinv_cli.project.config import TrainConfig
+from tinv_cli.project.config import Concept, TrainConfig
 from tinv_cli.project.load import load_project
+from tinv_cli.project.schema import table_settings
 from tinv_cli.registry.store import Registry
 from tinv_cli.training.recipe import TrainingInterrupted, TrainRequest, train
 
@@ -65,6 +66,23 @@ def test_every_train_setting_has_an_option() -> None:
         assert flag in help_text
 
 
+def test_each_option_is_its_setting_with_the_help_of_the_file() -> None:
+    import typer.main
+
+    command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    options = {p.name: p for p in command.params if p.param_type_name == "option"}
+    concept = table_settings(Concept)
+    overrides = ("vectors", "initializer", "init", "validation_prompt")
+    expected = {**table_settings(TrainConfig), **{key: concept[key] for key in overrides}}
+    for name, setting in expected.items():
+        option = options[name]
+        flag = "--" + name.replace("_", "-")
+        assert flag in option.opts and option.help == setting.help_text and option.default is None
+        assert option.secondary_opts == (["--no-" + flag[2:]] if setting.kind is bool else [])
+        assert option.rich_help_panel.startswith("Concept" if name in concept else "Training")  # type: ignore[attr-defined]
+    assert options["learning_rate"].opts == ["--lr", "--learning-rate"]
+
+
 def test_misspelled_concept(tmp_path: Path, tiny_model_dir: Path) -> None:
     project = make_project(tmp_path, tiny_model_dir)
     line = _one_line_error(invoke(project, "cat-tyo"))
@@ -110,6 +128,14 @@ def test_initializer_not_in_the_vocabulary(tmp_path: Path, tiny_model_dir: Path)
         (["--resolution", "33"], "multiple of 8"),
         (["--report-to", "wandb"], "choose one of tensorboard"),
         (["--init", "initializer", "--from", "nothing-here"], "nothing-here"),
+        # The file's rules, with tinv's one-line error rather than a usage screen.
+        (["--steps", "0"], "--steps 0: must be at least 1"),
+        (["--lr", "0"], "--learning-rate 0.0: must be greater than 0"),
+        (["--flip-p", "1.5"], "between 0 and 1"),
+        (["--seed", "4294967296"], "between 0 and 4294967295"),
+        (["--vectors", "76"], "--vectors 76: must be between 1 and 75"),
+        (["--initializer", " "], "must be a non-empty string"),
+        (["--lr-scheduler", "cosin"], 'did you mean "cosine"?'),
     ],
 )
 def test_bad_settings_are_refused_before_any_work(
@@ -117,6 +143,29 @@ def test_bad_settings_are_refused_before_any_work(
 ) -> None:
     project = make_project(tmp_path, tiny_model_dir)
     assert words in _one_line_error(invoke(project, "cat-toy", *args))
+    assert _untouched()
+
+
+def test_a_name_the_registry_would_refuse_fails_before_anything_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    import tinv_cli.training.recipe
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(tinv_cli.training.recipe, "train", no_training)
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "images" / "0.png")
+    name = "a" * 97  # Registry.add refuses it: the registry's and the Hub's limit is 96 characters
+    project = tmp_path / "concepts.toml"
+    project.write_text(
+        f'[model]\nbase = "org/model"\n\n[concepts.{name}]\nimages = "images"\ninitializer = "toy"\n'
+    )
+    line = _one_line_error(invoke(project, name))
+    assert line.startswith(f"Error: {project}:4: concept name") and "at most 96 characters" in line
     assert _untouched()
 
 

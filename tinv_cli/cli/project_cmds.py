@@ -10,6 +10,13 @@ import typer
 from tinv_cli.cli.app import app
 from tinv_cli.cli.options import Json, ProjectPath
 from tinv_cli.cli.render import emit_json, note
+from tinv_cli.project.config import Concept
+from tinv_cli.project.schema import table_settings
+
+# The concept options say what the keys they write say in the template, and take their defaults.
+_TOKEN, _INITIALIZER, _KIND, _VECTORS = (
+    table_settings(Concept)[key] for key in ("token", "initializer", "kind", "vectors")
+)
 
 
 @app.command()
@@ -22,14 +29,11 @@ def init(
         Path | None,
         typer.Option("--images", help="Folder of the concept's training images (with --concept)."),
     ] = None,
-    token: Annotated[str | None, typer.Option("--token", help="Placeholder token (default: <NAME>).")] = None,
-    initializer: Annotated[
-        str | None, typer.Option("--initializer", help="Word(s) the new vectors start from, e.g. toy.")
-    ] = None,
-    kind: Annotated[
-        str, typer.Option("--kind", help="object or style: which prompt templates training uses.")
-    ] = "object",
-    vectors: Annotated[int, typer.Option("--vectors", min=1, max=75, help="Vectors per token.")] = 1,
+    token: Annotated[str | None, typer.Option("--token", help=_TOKEN.help_text)] = None,
+    initializer: Annotated[str | None, typer.Option("--initializer", help=_INITIALIZER.help_text)] = None,
+    # No min/max for click: the new table is checked with the file's rules, as every table is.
+    kind: Annotated[str, typer.Option("--kind", help=_KIND.help_text)] = _KIND.default,
+    vectors: Annotated[int, typer.Option("--vectors", help=_VECTORS.help_text)] = _VECTORS.default,
 ) -> None:
     """Write a commented concepts.toml here, or add a concept to an existing one (--concept NAME --images DIR).
 

@@ -2,28 +2,61 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from tinv_cli.cli.app import app
 from tinv_cli.cli.options import Json, ProjectPath
 from tinv_cli.cli.render import emit_json, note
+from tinv_cli.project.config import Concept, TrainConfig
+from tinv_cli.project.schema import Setting, table_settings
 from tinv_cli.training.recipe import TrainCallbacks
+from tinv_cli.training.request import CONCEPT_OVERRIDES, flag_name
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from tinv_cli.training.recipe import StartInfo, TrainSummary
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 _TRAIN = "Training settings (override concepts.toml)"
 _CONCEPT = "Concept settings (override concepts.toml)"
+_ALIASES = {"learning_rate": ("--lr",)}
 
 
-def _opt(*names: str, help: str, panel: str = _TRAIN, **kw: Any) -> Any:
-    # Options that override the project file default to None: "as concepts.toml says". Every TrainConfig field
-    # has one (a test checks), named as the field with dashes, learning_rate also as --lr.
-    return typer.Option(*names, help=help, rich_help_panel=panel, **kw)
+def _option(setting: Setting, panel: str) -> inspect.Parameter:
+    """The option of ``tinv train`` that overrides ``setting``: named as the key with dashes, default None."""
+    flag = flag_name(setting.name)
+    names = (f"{flag}/--no-{flag[2:]}",) if setting.kind is bool else (*_ALIASES.get(setting.name, ()), flag)
+    # No min/max or choices for click to check: the values go through the project file's own rules
+    # (resolve_concept), whose refusal is tinv's one-line error rather than a usage screen.
+    option = typer.Option(*names, help=setting.help_text, rich_help_panel=panel)
+    annotation = Annotated[setting.kind | None, option]  # type: ignore[name-defined]
+    return inspect.Parameter(
+        setting.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
+    )
+
+
+def _with_setting_options(command: F) -> F:
+    """Give ``command`` one option per TrainConfig setting and per concept override, passed in its ``**settings``.
+
+    Typer reads a command's parameters from its signature, so the options are added there (after its
+    positional parameters, where ``--help`` lists them), built from the same settings as the project file's
+    validator and template.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    concept = table_settings(Concept)
+    added = [_option(s, _TRAIN) for s in table_settings(TrainConfig).values()]
+    added += [_option(concept[key], _CONCEPT) for key in CONCEPT_OVERRIDES]
+    at = next(i for i, p in enumerate(own) if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    parameters = [*own[:at], *added, *own[at:]]
+    command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    return command
 
 
 def _duration(seconds: float) -> str:
@@ -135,93 +168,11 @@ def _closing_summary(summary: TrainSummary, entry_path: Path | None) -> None:
 
 
 @app.command()
+@_with_setting_options
 def train(
-    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The concept to train, as named in concepts.toml.")],
     project: ProjectPath = None,
-    steps: Annotated[int | None, _opt("--steps", min=1, help="Optimizer steps.")] = None,
-    learning_rate: Annotated[
-        float | None, _opt("--lr", "--learning-rate", min=0.0, help="Learning rate (before --scale-lr).")
-    ] = None,
-    scale_lr: Annotated[
-        bool | None,
-        _opt("--scale-lr/--no-scale-lr", help="Multiply the lr by batch size x accumulation x processes."),
-    ] = None,
-    batch_size: Annotated[
-        int | None, _opt("--batch-size", min=1, help="Images per process per micro-step.")
-    ] = None,
-    gradient_accumulation: Annotated[
-        int | None, _opt("--gradient-accumulation", min=1, help="Micro-steps per optimizer step.")
-    ] = None,
-    lr_scheduler: Annotated[
-        str | None,
-        _opt(
-            "--lr-scheduler",
-            help="constant, constant_with_warmup, linear, cosine, cosine_with_restarts, polynomial.",
-        ),
-    ] = None,
-    lr_warmup_steps: Annotated[int | None, _opt("--lr-warmup-steps", min=0, help="Warm-up steps.")] = None,
-    lr_num_cycles: Annotated[
-        int | None, _opt("--lr-num-cycles", min=1, help="Cycles of cosine_with_restarts.")
-    ] = None,
-    resolution: Annotated[
-        int | None,
-        _opt(
-            "--resolution",
-            min=8,
-            help="Training image size (multiple of 8); best at the model's own: 512 SD 1.x, 768 SD 2.x, 1024 SDXL.",
-        ),
-    ] = None,
-    center_crop: Annotated[
-        bool | None, _opt("--center-crop/--no-center-crop", help="Crop the central square before resizing.")
-    ] = None,
-    flip_p: Annotated[
-        float | None, _opt("--flip-p", min=0.0, max=1.0, help="Probability of a horizontal flip.")
-    ] = None,
-    mixed_precision: Annotated[
-        str | None, _opt("--mixed-precision", help="no, fp16 or bf16 (the new vectors stay fp32).")
-    ] = None,
-    seed: Annotated[int | None, _opt("--seed", min=0, help="Seed of every random choice in the run.")] = None,
-    adam_beta1: Annotated[float | None, _opt("--adam-beta1", help="AdamW beta1.")] = None,
-    adam_beta2: Annotated[float | None, _opt("--adam-beta2", help="AdamW beta2.")] = None,
-    adam_weight_decay: Annotated[
-        float | None, _opt("--adam-weight-decay", help="AdamW weight decay.")
-    ] = None,
-    adam_epsilon: Annotated[float | None, _opt("--adam-epsilon", help="AdamW epsilon.")] = None,
-    max_grad_norm: Annotated[
-        float | None, _opt("--max-grad-norm", min=0.0, help="Clip the gradient norm (0: no clipping).")
-    ] = None,
-    gradient_checkpointing: Annotated[
-        bool | None,
-        _opt("--gradient-checkpointing/--no-gradient-checkpointing", help="Less memory, ~30% slower."),
-    ] = None,
-    compile: Annotated[
-        bool | None,
-        _opt(
-            "--compile/--no-compile",
-            help="torch.compile the UNet's training step: minutes of compiling first; little gain on a CPU.",
-        ),
-    ] = None,
-    checkpoint_every: Annotated[
-        int | None, _opt("--checkpoint-every", min=0, help="Steps between checkpoints (0: only at the end).")
-    ] = None,
-    validation_every: Annotated[
-        int | None,
-        _opt("--validation-every", min=0, help="Steps between validation grids (0: only at the end)."),
-    ] = None,
-    num_validation_images: Annotated[
-        int | None, _opt("--num-validation-images", min=1, help="Images per validation grid.")
-    ] = None,
-    vectors: Annotated[
-        int | None, _opt("--vectors", min=1, max=75, help="Vectors per token.", panel=_CONCEPT)
-    ] = None,
-    initializer: Annotated[
-        str | None, _opt("--initializer", help="Word(s) the vectors start from.", panel=_CONCEPT)
-    ] = None,
-    init: Annotated[str | None, _opt("--init", help="initializer, random or zero.", panel=_CONCEPT)] = None,
-    validation_prompt: Annotated[
-        str | None, _opt("--validation-prompt", help="Prompt of the validation grids.", panel=_CONCEPT)
-    ] = None,
+    *,
     from_entry: Annotated[
         str | None,
         typer.Option(
@@ -240,6 +191,7 @@ def train(
         typer.Option("--report-to", help="Also log to tensorboard (needs the tensorboard package)."),
     ] = None,
     json: Json = False,
+    **settings: Any,
 ) -> None:
     """Train a concept of the project file and add the result to the registry.
 
@@ -252,14 +204,13 @@ def train(
     Data parallel: torchrun --nproc_per_node N -m tinv_cli train NAME (GPUs or CPU processes), or
     accelerate launch --multi_gpu -m tinv_cli train NAME.
     """
-    from tinv_cli.project.config import TrainConfig
     from tinv_cli.project.load import find_project, load_project
     from tinv_cli.registry.store import Registry
-    from tinv_cli.training.recipe import CONCEPT_OVERRIDES, TrainRequest
+    from tinv_cli.training.recipe import TrainRequest
     from tinv_cli.training.recipe import train as run_training
 
-    settings = set(TrainConfig.field_names()) | set(CONCEPT_OVERRIDES)
-    overrides = {key: value for key, value in ctx.params.items() if key in settings and value is not None}
+    # An option left out is None: "as concepts.toml says".
+    overrides = {key: value for key, value in settings.items() if value is not None}
     loaded = load_project(project.resolve() if project else find_project())
     request = TrainRequest(
         project=loaded,

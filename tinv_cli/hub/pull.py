@@ -96,7 +96,7 @@ def pull(
     from huggingface_hub import is_offline_mode, snapshot_download
 
     from tinv_cli.formats import detect
-    from tinv_cli.registry.store import name_from_token
+    from tinv_cli.names import name_from_token
 
     report = progress or (lambda _text: None)
     target = parse_repo_ref(ref) if isinstance(ref, str) else ref

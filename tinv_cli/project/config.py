@@ -1,58 +1,85 @@
-"""Typed, frozen configuration: what a parsed ``concepts.toml`` becomes.
+"""Typed, frozen configuration: what a parsed ``concepts.toml`` becomes, and the schema of the file.
 
-``project.py`` builds these from the file (reporting every mistake at once); the trainer, sampler and hub code
-only ever see these objects. Field defaults are the diffusers example's cat-toy recipe.
+Every key of the file is a field made with ``schema.setting``, which holds its default, help and rule; the
+annotation gives its type. ``load.py`` checks the file against these fields, ``template.py`` writes them out
+for ``tinv init`` and ``cli/train_cmd.py`` makes them options of ``tinv train``, so a setting is declared here
+and nowhere else. The trainer, sampler and hub code only ever see these objects. Train defaults are the
+diffusers example's cat-toy recipe.
 """
+
+# setting() returns a dataclasses.field(); ruff's check for calls in dataclass defaults cannot see that.
+# ruff: noqa: RUF009
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
+
+from tinv_cli.embedding import MAX_VECTORS
+from tinv_cli.project.schema import NON_EMPTY, Rule, at_least, between, more_than, setting
 
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
 Kind = Literal["object", "style"]
 Init = Literal["initializer", "random", "zero"]
+LrScheduler = Literal[
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
+]
 
-LR_SCHEDULERS = (
-    "constant",
-    "constant_with_warmup",
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-)
+_MULTIPLE_OF_8 = Rule(lambda v: v > 0 and v % 8 == 0, "a positive multiple of 8, e.g. 512")
+_BETA = Rule(lambda v: 0 <= v < 1, "at least 0 and less than 1")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one training run. ``[train]`` gives project defaults, ``[concepts.X.train]`` overrides them."""
 
-    steps: int = 3000
-    batch_size: int = 1
-    gradient_accumulation: int = 4
-    learning_rate: float = 5.0e-4
-    scale_lr: bool = True  # multiply learning_rate by batch_size x gradient_accumulation x processes
-    lr_scheduler: str = "constant"
-    lr_warmup_steps: int = 0
-    lr_num_cycles: int = 1
-    resolution: int = 512
-    center_crop: bool = False
-    flip_p: float = 0.5
-    mixed_precision: MixedPrecision = "fp16"
-    seed: int = 0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1.0e-2
-    adam_epsilon: float = 1.0e-8
-    max_grad_norm: float = 0.0  # 0 disables clipping (the reference script does not clip)
-    gradient_checkpointing: bool = False
-    compile: bool = False  # torch.compile the UNet's training step (speed.compile_unet)
-    checkpoint_every: int = 500
-    validation_every: int = 0  # 0: validate only at the end (when a validation prompt is set)
-    num_validation_images: int = 4
+    steps: int = setting(3000, "optimizer steps", at_least(1))
+    batch_size: int = setting(1, "images per step and process", at_least(1))
+    gradient_accumulation: int = setting(
+        4, "micro-steps whose gradients are summed before each optimizer step", at_least(1)
+    )
+    learning_rate: float = setting(5.0e-4, "learning rate, before scale_lr", more_than(0))
+    scale_lr: bool = setting(True, "multiply learning_rate by batch_size x gradient_accumulation x processes")
+    lr_scheduler: LrScheduler = setting("constant", "learning-rate schedule")
+    lr_warmup_steps: int = setting(
+        0, "steps of linear warm-up (for the *_with_warmup and decaying schedulers)", at_least(0)
+    )
+    lr_num_cycles: int = setting(1, "restarts of cosine_with_restarts", at_least(1))
+    resolution: int = setting(
+        512,
+        "training images are resized to this; best at the model's own: 512 SD 1.x, 768 SD 2.x, 1024 SDXL",
+        _MULTIPLE_OF_8,
+    )
+    center_crop: bool = setting(False, "crop to the centre square instead of resizing the whole image")
+    flip_p: float = setting(0.5, "chance of a horizontal flip per image", between(0, 1))
+    mixed_precision: MixedPrecision = setting(
+        "fp16", "precision of the frozen model; fp16 and bf16 need a GPU, the trained vectors stay fp32"
+    )
+    # numpy's seeding (used by the data pipeline) accepts only 0 .. 2**32 - 1.
+    seed: int = setting(0, "seed of every random choice: same seed, same result", between(0, 2**32 - 1))
+    adam_beta1: float = setting(0.9, "AdamW beta1", _BETA)
+    adam_beta2: float = setting(0.999, "AdamW beta2", _BETA)
+    adam_weight_decay: float = setting(1.0e-2, "AdamW weight decay", at_least(0))
+    adam_epsilon: float = setting(1.0e-8, "AdamW epsilon", more_than(0))
+    max_grad_norm: float = setting(
+        0.0, "gradient clipping; 0 turns it off, as in the reference script", at_least(0)
+    )
+    gradient_checkpointing: bool = setting(
+        False, "trade compute for memory in the text encoder (about 30% slower)"
+    )
+    compile: bool = setting(
+        False, "compile the UNet's step with torch.compile: minutes first, then faster steps on a GPU"
+    )
+    checkpoint_every: int = setting(
+        500, "steps between resumable checkpoints (0: only at the end)", at_least(0)
+    )
+    validation_every: int = setting(0, "steps between validation images (0: only at the end)", at_least(0))
+    num_validation_images: int = setting(
+        4, "images per validation, when the concept has a validation_prompt", at_least(1)
+    )
 
     def merged(self, overrides: dict[str, Any]) -> TrainConfig:
         """A copy with the given fields replaced (keys must be field names)."""
@@ -68,26 +95,45 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    base: str = DEFAULT_BASE_MODEL  # Hub id, local diffusers folder, or (later) builtin:NAME
-    revision: str | None = None
+    base: str = setting(DEFAULT_BASE_MODEL, "Hub id, local diffusers folder, or builtin:shapes", NON_EMPTY)
+    revision: str | None = setting(
+        None, "a branch, tag or commit of the Hub repository", NON_EMPTY, example="main"
+    )
 
 
 @dataclass(frozen=True)
 class HubConfig:
-    namespace: str | None = None
-    private: bool = False
+    namespace: str | None = setting(
+        None,
+        "where `tinv push` publishes (e.g. sd-concepts-library)",
+        NON_EMPTY,
+        example="your-hf-username",
+    )
+    private: bool = setting(False, "create new Hub repositories as private")
 
 
 @dataclass(frozen=True)
 class Concept:
+    """A ``[concepts.NAME]`` table; its examples are the template's commented-out cat-toy concept."""
+
     name: str
-    token: str
-    images: Path  # absolute
-    initializer: str | None = None
-    init: Init = "initializer"
-    kind: Kind = "object"
-    vectors: int = 1
-    validation_prompt: str | None = None
+    # The shape of a token is checked by schema._token_problem, with a message about what a token is.
+    token: str = setting(MISSING, "the word to use in prompts (default: <NAME>)", example="<cat-toy>")
+    images: Path = setting(  # absolute once loaded
+        MISSING, "folder of training images, relative to this file", NON_EMPTY, example="data/cat-toy"
+    )
+    initializer: str | None = setting(
+        None,
+        "word(s) close to the concept: the vectors start from their embeddings",
+        NON_EMPTY,
+        example="toy",
+    )
+    init: Init = setting("initializer", "how the vectors start")
+    kind: Kind = setting("object", "which prompt templates training uses")
+    vectors: int = setting(1, "embedding vectors for the token", between(1, MAX_VECTORS))
+    validation_prompt: str | None = setting(
+        None, "prompt of the validation images", example="a <cat-toy> on a beach"
+    )
     train: TrainConfig = field(default_factory=TrainConfig)  # project [train] merged with the concept's own
 
 

@@ -1,4 +1,4 @@
-"""Writing ``concepts.toml``: the commented template ``tinv init`` starts from, and adding a concept to it.
+"""Writing ``concepts.toml``: a new one from the template (``template.py``), and adding a concept to it.
 
 Edits append text instead of re-serialising the parsed TOML, because a round trip through a TOML writer
 would drop the user's comments and layout.
@@ -7,71 +7,16 @@ would drop the user's comments and layout.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from pathlib import Path
 
 from tinv_cli.atomic import write_bytes
 from tinv_cli.errors import DataError, Problem, ProjectError, TinvError
 from tinv_cli.images import image_problems
-from tinv_cli.project.config import DEFAULT_BASE_MODEL, Concept
+from tinv_cli.project.config import Concept
 from tinv_cli.project.load import PROJECT_FILE, load_project, parse_project_text
-
-TEMPLATE = f"""\
-# tinv project file. Train a concept with `tinv train NAME`; check this file with `tinv check`.
-# Paths are relative to this file. Unknown keys are errors, so a misspelled setting is never ignored.
-
-[model]
-base = "{DEFAULT_BASE_MODEL}"  # Hub id or local diffusers folder
-# revision = "main"            # a branch, tag or commit of the Hub repository
-
-# Defaults for every concept: the diffusers textual inversion example's cat-toy recipe.
-# A concept overrides any of them in its own [concepts.NAME.train] table.
-[train]
-steps = 3000                   # optimisation steps
-batch_size = 1                 # images per step and process
-gradient_accumulation = 4      # steps whose gradients are summed before each update
-learning_rate = 5.0e-4
-scale_lr = true                # multiply learning_rate by batch_size x gradient_accumulation x processes
-lr_scheduler = "constant"      # constant | constant_with_warmup | linear | cosine | cosine_with_restarts | polynomial
-lr_warmup_steps = 0            # steps of linear warm-up (for the *_with_warmup and decaying schedulers)
-lr_num_cycles = 1              # restarts of cosine_with_restarts
-resolution = 512               # training images are resized to this (a multiple of 8)
-center_crop = false            # crop to the centre square instead of resizing the whole image
-flip_p = 0.5                   # chance of a horizontal flip per image
-mixed_precision = "fp16"       # no | fp16 | bf16 (fp16 and bf16 need a GPU)
-seed = 0                       # same seed, same images, same result
-adam_beta1 = 0.9
-adam_beta2 = 0.999
-adam_weight_decay = 1.0e-2
-adam_epsilon = 1.0e-8
-max_grad_norm = 0.0            # gradient clipping; 0 turns it off, as in the reference script
-gradient_checkpointing = false # trade compute for memory in the text encoder
-compile = false                # torch.compile the UNet: minutes of compiling, then faster steps on a GPU
-checkpoint_every = 500         # steps between resumable checkpoints (0: none)
-validation_every = 0           # steps between validation images (0: only at the end)
-num_validation_images = 4      # images per validation, when the concept has a validation_prompt
-
-[hub]
-# namespace = "your-hf-username"   # where `tinv push` publishes (e.g. sd-concepts-library)
-private = false                    # create new Hub repositories as private
-
-# One table per concept; add one with `tinv init --concept NAME --images FOLDER --initializer WORD`.
-#
-# [concepts.cat-toy]
-# token = "<cat-toy>"          # the word to use in prompts (default: <NAME>)
-# images = "data/cat-toy"      # folder of training images, relative to this file
-# initializer = "toy"          # a word close to the concept: the embedding starts from it
-# init = "initializer"         # initializer | random | zero
-# kind = "object"              # object | style: which prompt templates are used in training
-# vectors = 1                  # embedding vectors for the token (1 to 75)
-# validation_prompt = "a <cat-toy> on a beach"
-#
-# [concepts.cat-toy.train]     # overrides of [train] for this concept
-# steps = 2000
-"""
-
-_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+from tinv_cli.project.template import TEMPLATE, toml_string
+from tinv_cli.project.toml_lines import BARE_KEY_RE
 
 
 def init_project(path: Path) -> Path:
@@ -92,22 +37,8 @@ def init_project(path: Path) -> Path:
     return path
 
 
-def toml_string(text: str) -> str:
-    """``text`` as a TOML basic string: quotes, backslashes and control characters escaped."""
-    escapes = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-    out = []
-    for char in text:
-        if char in escapes:
-            out.append(escapes[char])
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04X}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
-
-
 def _toml_key(key: str) -> str:
-    return key if _BARE_KEY_RE.fullmatch(key) else toml_string(key)
+    return key if BARE_KEY_RE.fullmatch(key) else toml_string(key)
 
 
 def _relative_images(images: Path, root: Path) -> str:

@@ -10,45 +10,34 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tinv_cli.embedding import token_names
 from tinv_cli.errors import NotFoundError, Problem, ProjectError
 from tinv_cli.images import image_problems
-from tinv_cli.project.config import (
-    Concept,
-    HubConfig,
-    ModelConfig,
-    Project,
-    TrainConfig,
+from tinv_cli.names import NAME_RE, NAME_RULE
+from tinv_cli.project.config import Concept, HubConfig, ModelConfig, Project, TrainConfig
+from tinv_cli.project.schema import (
+    Setting,
+    check_value,
+    describe_value,
+    did_you_mean,
+    quote,
+    table_label,
+    table_settings,
+    token_problem,
 )
+from tinv_cli.project.toml_lines import KeyPath, key_lines, line_of
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:
     import tomli as tomllib
 
-from tinv_cli.project.schema import (
-    CONCEPT_FIELDS,
-    HUB_FIELDS,
-    MODEL_FIELDS,
-    TOP_LEVEL,
-    TRAIN_FIELDS,
-    _check_value,
-    _describe,
-    _did_you_mean,
-    _Field,
-    _quote,
-    _table_label,
-    _token_problem,
-)
-from tinv_cli.project.toml_lines import KeyPath, _key_lines, _line_of
-
 PROJECT_FILE = "concepts.toml"
-
-_CONCEPT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+TOP_LEVEL = ("model", "train", "hub", "concepts")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -66,8 +55,8 @@ class _Checker:
 
     def line(self, path: KeyPath) -> int:
         if self._lines is None:  # scanned only when there is something to report
-            self._lines = _key_lines(self.text)
-        return _line_of(self._lines, path)
+            self._lines = key_lines(self.text)
+        return line_of(self._lines, path)
 
     def add(self, path: KeyPath, message: str) -> None:
         self.problems.append(Problem(self.path, self.line(path), message))
@@ -77,28 +66,28 @@ class _Checker:
         value = data.get(path[-1], {})
         if isinstance(value, dict):
             return value
-        self.add(path, f"{_table_label(path)[1:-1]} must be a table, found {_describe(value)}")
+        self.add(path, f"{table_label(path)[1:-1]} must be a table, found {describe_value(value)}")
         return {}
 
     def fields(
         self,
         data: dict[str, Any],
         path: KeyPath,
-        fields: dict[str, _Field],
+        settings: Mapping[str, Setting],
         also_known: tuple[str, ...] = (),
         misplaced: Callable[[str], str | None] = lambda key: None,
     ) -> dict[str, Any]:
         """The valid values among ``data``'s keys; a problem for every unknown key or bad value."""
-        where = _table_label(path)
+        where = table_label(path)
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key in also_known:
                 continue
-            if key not in fields:
-                note = misplaced(key) or _did_you_mean(key, [*fields, *also_known])
-                self.add((*path, key), f"unknown key {_quote(key)} in {where}{note}")
+            if key not in settings:
+                note = misplaced(key) or did_you_mean(key, [*settings, *also_known])
+                self.add((*path, key), f"unknown key {quote(key)} in {where}{note}")
                 continue
-            message, value = _check_value(fields[key], value)
+            message, value = check_value(settings[key], value)
             if message:
                 self.add((*path, key), f"{where} {key}: {message}")
             else:
@@ -133,45 +122,45 @@ def _parse_concept(
 ) -> Concept | None:
     """The concept ``[concepts.NAME]`` describes, or None after adding its problems to ``checker``."""
     path: KeyPath = ("concepts", name)
-    label = _table_label(path)
+    label = table_label(path)
     before = len(checker.problems)
-    name_ok = bool(_CONCEPT_NAME_RE.match(name))
+    # The registry's rule: a name it would refuse after a whole training run is refused here, before one.
+    name_ok = bool(NAME_RE.match(name))
     if not name_ok:
-        checker.add(
-            path,
-            f"concept name {_quote(name)} is not allowed: use letters, digits, '-', '_' and '.', "
-            "starting with a letter or digit",
-        )
+        checker.add(path, f"concept name {quote(name)} is not allowed: {NAME_RULE}")
     if not isinstance(data, dict):
-        checker.add(path, f"concept {_quote(name)} must be a table, found {_describe(data)}")
+        checker.add(path, f"concept {quote(name)} must be a table, found {describe_value(data)}")
         return None
+
+    train_settings = table_settings(TrainConfig)
+    concept_settings = table_settings(Concept)
 
     def misplaced(key: str) -> str | None:
-        if key in TRAIN_FIELDS:
-            return f"; training settings go in {_table_label((*path, 'train'))}"
+        if key in train_settings:
+            return f"; training settings go in {table_label((*path, 'train'))}"
         return None
 
-    values = checker.fields(data, path, CONCEPT_FIELDS, also_known=("train",), misplaced=misplaced)
-    overrides = checker.fields(checker.table(data, (*path, "train")), (*path, "train"), TRAIN_FIELDS)
+    values = checker.fields(data, path, concept_settings, also_known=("train",), misplaced=misplaced)
+    overrides = checker.fields(checker.table(data, (*path, "train")), (*path, "train"), train_settings)
 
     # A key that is present but already reported as invalid is not checked again with its default.
     token = values.get("token", f"<{name}>")
     if "token" in values or ("token" not in data and name_ok):
-        token_problem = _token_problem(token)
-        if token_problem:
-            checker.add((*path, "token"), f"{label} {token_problem}")
+        problem = token_problem(token)
+        if problem:
+            checker.add((*path, "token"), f"{label} {problem}")
         else:
             # Every vector's tokenizer entry must be unique, not just the first one.
-            for entry in token_names(token, values.get("vectors", 1)):
+            for entry in token_names(token, values.get("vectors", concept_settings["vectors"].default)):
                 owner = token_owner.setdefault(entry, name)
                 if owner != name:
                     checker.add(
                         (*path, "token"),
-                        f"{label} token {_quote(entry)} is already used by concept {_quote(owner)}; "
+                        f"{label} token {quote(entry)} is already used by concept {quote(owner)}; "
                         "pick another token",
                     )
                     break
-    init = values.get("init", None if "init" in data else "initializer")
+    init = values.get("init", None if "init" in data else concept_settings["init"].default)
     if init == "initializer" and "initializer" not in data:
         checker.add(
             (*path, "init"),
@@ -189,17 +178,9 @@ def _parse_concept(
 
     if images is None or len(checker.problems) > before:
         return None
-    return Concept(
-        name=name,
-        token=token,
-        images=images,
-        initializer=values.get("initializer"),
-        init=init,
-        kind=values.get("kind", "object"),
-        vectors=values.get("vectors", 1),
-        validation_prompt=values.get("validation_prompt"),
-        train=train.merged(overrides),
-    )
+    # Keys left out take the dataclass's defaults.
+    values.update(token=token, images=images, init=init)
+    return Concept(name=name, train=train.merged(overrides), **values)
 
 
 def _syntax_problem(path: Path, text: str, exc: tomllib.TOMLDecodeError) -> Problem:
@@ -227,13 +208,16 @@ def parse_project_text(text: str, path: Path, *, check_images: bool = True) -> P
     root = path.parent
     for key in data:
         if key not in TOP_LEVEL:
-            checker.add((key,), f"unknown table or key {_quote(key)}{_did_you_mean(key, TOP_LEVEL)}")
+            checker.add((key,), f"unknown table or key {quote(key)}{did_you_mean(key, TOP_LEVEL)}")
 
-    model_values = checker.fields(checker.table(data, ("model",)), ("model",), MODEL_FIELDS)
+    def table(cls: type, key: str) -> dict[str, Any]:
+        return checker.fields(checker.table(data, (key,)), (key,), table_settings(cls))
+
+    model_values = table(ModelConfig, "model")
     if "base" in model_values:
         model_values["base"] = _model_base(model_values["base"], root)
-    train = TrainConfig(**checker.fields(checker.table(data, ("train",)), ("train",), TRAIN_FIELDS))
-    hub = HubConfig(**checker.fields(checker.table(data, ("hub",)), ("hub",), HUB_FIELDS))
+    train = TrainConfig(**table(TrainConfig, "train"))
+    hub = HubConfig(**table(HubConfig, "hub"))
 
     concepts: dict[str, Concept] = {}
     token_owner: dict[str, str] = {}

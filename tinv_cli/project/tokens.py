@@ -3,26 +3,17 @@ initializer words that are not one token each."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinv_cli.embedding import token_names
 from tinv_cli.errors import ModelError, Problem, ProjectError
-from tinv_cli.project.config import (
-    ModelConfig,
-    Project,
-)
-
-if sys.version_info >= (3, 11):
-    pass
-else:
-    pass
+from tinv_cli.project.config import ModelConfig, Project
+from tinv_cli.project.schema import quote, table_label
+from tinv_cli.project.toml_lines import key_lines, line_of
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
-from tinv_cli.project.schema import _quote, _table_label
-from tinv_cli.project.toml_lines import _key_lines, _line_of
 
 # ---------------------------------------------------------------------------------------------------------------
 # Checks that need the base model's tokenizer.
@@ -107,7 +98,7 @@ def check_project(project: Project) -> list[str]:
     if tokenizer is None:
         return [f"tokenizer of {project.model.base} not available locally; token checks skipped"]
     try:
-        lines = _key_lines(project.path.read_text(encoding="utf-8"))
+        lines = key_lines(project.path.read_text(encoding="utf-8"))
     except OSError:
         lines = {}
 
@@ -115,7 +106,7 @@ def check_project(project: Project) -> list[str]:
     notes: list[str] = []
     problems: list[Problem] = []
     for name, concept in project.concepts.items():
-        label = _table_label(("concepts", name))
+        label = table_label(("concepts", name))
         for entry in token_names(concept.token, concept.vectors):
             pieces = tokenizer.tokenize(entry)
             if entry in vocab or (
@@ -124,7 +115,7 @@ def check_project(project: Project) -> list[str]:
                 problems.append(
                     Problem(
                         project.path,
-                        _line_of(lines, ("concepts", name, "token")),
+                        line_of(lines, ("concepts", name, "token")),
                         f"{label} {entry} is already a word of the tokenizer; pick another token",
                     )
                 )
@@ -134,13 +125,13 @@ def check_project(project: Project) -> list[str]:
         try:
             ids = initializer_ids(tokenizer, concept.initializer)
         except ModelError as error:
-            line = _line_of(lines, ("concepts", name, "initializer"))
+            line = line_of(lines, ("concepts", name, "initializer"))
             problems.append(Problem(project.path, line, f"{label} {error.message}; {error.hint}"))
             continue
         if len(ids) > 1:
             n = concept.vectors
             notes.append(
-                f"concept {name}: initializer {_quote(concept.initializer)} is {len(ids)} words; "
+                f"concept {name}: initializer {quote(concept.initializer)} is {len(ids)} words; "
                 f"with {n} vector{'s' if n > 1 else ''}, vector i starts from the mean of the initializer's "
                 f"words j where j % {n} == i (words cycled when {n} > {len(ids)})"
             )

@@ -9,21 +9,15 @@ import sys
 from bisect import bisect_right
 from collections.abc import Mapping
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
-
-
 KeyPath = tuple[str, ...]
-_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Where each key is: a scanner for the subset of TOML structure that decides line numbers.
 
 
-def _key_lines(text: str) -> dict[KeyPath, int]:
+def key_lines(text: str) -> dict[KeyPath, int]:
     """Map every table header and ``key =`` line to its 1-based line number.
 
     Only runs on text tomllib has accepted, but never raises on anything else: a line it cannot read is
@@ -94,7 +88,7 @@ def _parse_key(text: str, i: int) -> tuple[list[str], int]:
             keys.append(_decode_quoted_key(raw))
             i = end
         else:
-            match = _BARE_KEY_RE.match(text, i)
+            match = BARE_KEY_RE.match(text, i)
             if not match:
                 return [], i
             keys.append(match.group())
@@ -107,6 +101,12 @@ def _parse_key(text: str, i: int) -> tuple[list[str], int]:
 
 
 def _decode_quoted_key(raw: str) -> str:
+    # Imported here: `tinv --help` imports this module (through the schema) but never scans a file.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+
     # tomllib already knows every escape rule; a key that does not decode cannot be one tomllib accepted.
     try:
         return str(tomllib.loads(f"k = {raw}")["k"])
@@ -165,7 +165,7 @@ def _skip_value(text: str, i: int) -> int:
     return n
 
 
-def _line_of(lines: Mapping[KeyPath, int], path: KeyPath) -> int:
+def line_of(lines: Mapping[KeyPath, int], path: KeyPath) -> int:
     """The line of ``path``, else of its nearest enclosing table or key (e.g. an inline table), else 0."""
     for k in range(len(path), 0, -1):
         if path[:k] in lines:

@@ -40,6 +40,7 @@ from tinv_cli.formats.layout import (
     SAFE_NAME,
     TOKEN_FILE,
 )
+from tinv_cli.names import NAME_RE, check_name
 from tinv_cli.paths import tinv_home
 
 if TYPE_CHECKING:
@@ -48,8 +49,6 @@ if TYPE_CHECKING:
 SCHEMA = 1
 SOURCE_TYPES = ("trained", "pulled", "imported")
 
-# The same rule as a Hub repository name, so a registry name can be pushed unchanged.
-NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")
 _VERSION_RE = re.compile(r"\A[1-9][0-9]*\Z")
 
 # A staging or removal folder this old belongs to a process that died; no add takes anywhere near this long.
@@ -86,22 +85,6 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
             f"write {name}@1, or just {name} for the current version",
         )
     return name, int(version_text)
-
-
-def name_from_token(token: str) -> str:
-    """A registry name for a token: ``"<cat-toy>"`` -> ``"cat-toy"``; characters a name cannot hold become '-'."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", token.strip().strip("<>"))
-    name = name.lstrip("-._")[:96].rstrip("-.")
-    return name or "concept"
-
-
-def check_name(name: str) -> None:
-    """Raise RegistryError unless ``name`` can name a registry entry."""
-    if not NAME_RE.match(name):
-        raise RegistryError(
-            f"{name!r} cannot name a registry entry",
-            "use letters, digits, '-', '_' and '.', starting with a letter or digit (at most 96 characters)",
-        )
 
 
 def _read_info(folder: Path) -> dict[str, Any] | None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from tinv_cli.errors import FormatError, NotFoundError, RegistryError
 from tinv_cli.formats.layout import IMAGES_DIR, README_FILE
-from tinv_cli.registry.store import Entry, Registry, name_from_token
+from tinv_cli.names import name_from_token
+from tinv_cli.registry.store import Entry, Registry
 
 # Where each export format goes when no -o is given, relative to the current folder.
 _DEFAULT_SUFFIX = {

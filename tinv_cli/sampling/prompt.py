@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tinv_cli.errors import NotFoundError
-from tinv_cli.registry.store import NAME_RE
+from tinv_cli.names import NAME_RE
 
 if TYPE_CHECKING:
     from tinv_cli.embedding import Embedding

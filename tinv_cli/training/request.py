@@ -12,8 +12,10 @@ from typing import Any
 from tinv_cli.errors import NotFoundError, TinvError
 from tinv_cli.paths import tinv_home
 from tinv_cli.project.config import Concept, Project, TrainConfig
+from tinv_cli.project.schema import check_value, table_settings
 
 REPORT_TO = ("tensorboard",)
+# The concept settings a run may override from the command line (every TrainConfig setting may).
 CONCEPT_OVERRIDES = ("vectors", "initializer", "init", "validation_prompt")
 
 
@@ -100,9 +102,10 @@ def flag_name(key: str) -> str:
 
 
 def resolve_concept(project: Project, name: str, overrides: Mapping[str, Any]) -> tuple[Concept, TrainConfig]:
-    """The concept ``name`` of ``project`` and its training settings, with command-line ``overrides`` applied."""
-    from tinv_cli.project.schema import CONCEPT_FIELDS, TRAIN_FIELDS
+    """The concept ``name`` of ``project`` and its training settings, with command-line ``overrides`` applied.
 
+    Overrides are checked with the rules of the project file's keys, so a value the file refuses is refused here.
+    """
     concept = project.concepts.get(name)
     if concept is None:
         close = difflib.get_close_matches(name, list(project.concepts), n=1, cutoff=0.5)
@@ -111,19 +114,20 @@ def resolve_concept(project: Project, name: str, overrides: Mapping[str, Any]) -
             f"no concept {name!r} in {project.path}" + (f"; did you mean {close[0]!r}?" if close else ""),
             f"concepts in this project: {known}; add one with `tinv init --concept NAME --images DIR`",
         )
+    train_settings = table_settings(TrainConfig)
+    concept_settings = table_settings(Concept)
     train_overrides: dict[str, Any] = {}
     concept_overrides: dict[str, Any] = {}
     for key, value in overrides.items():
-        spec = TRAIN_FIELDS.get(key) if key in TrainConfig.field_names() else None
-        if spec is None and key in CONCEPT_OVERRIDES:
-            spec = CONCEPT_FIELDS[key]
-        if spec is None:
+        if key in train_settings:
+            setting, chosen = train_settings[key], train_overrides
+        elif key in CONCEPT_OVERRIDES:
+            setting, chosen = concept_settings[key], concept_overrides
+        else:
             raise TinvError(f"unknown training setting {key!r}", "see `tinv train --help`")
-        if spec.choices and value not in spec.choices:
-            raise TinvError(f"{flag_name(key)} {value}: choose one of {', '.join(spec.choices)}")
-        if spec.valid is not None and not spec.valid(value):
-            raise TinvError(f"{flag_name(key)} {value}: must be {spec.rule}")
-        (train_overrides if key in TrainConfig.field_names() else concept_overrides)[key] = value
+        problem, chosen[key] = check_value(setting, value, on_command_line=True)
+        if problem:
+            raise TinvError(f"{flag_name(key)} {value}: {problem}", "see `tinv train --help`")
     if "initializer" in concept_overrides and "init" not in concept_overrides:
         concept_overrides["init"] = "initializer"
     concept = replace(concept, **concept_overrides)
