@@ -26,7 +26,8 @@ from tests.hubserver import LocalHub
 if TYPE_CHECKING:
     import torch
 
-    from tinv_cli.registry.store import Entry, Registry
+    from tinv_cli.registry.entry import Entry
+    from tinv_cli.registry.store import Registry
     from tinv_cli.sampling.sample import SampleResult
 
 ALICE = "hf_aliceSecretToken0001"

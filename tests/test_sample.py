@@ -14,7 +14,8 @@ from tinv_cli import generate
 from tinv_cli.embedding import Embedding, token_names
 from tinv_cli.errors import ModelError
 from tinv_cli.models.loading import load_pipeline
-from tinv_cli.registry.store import Entry, Registry
+from tinv_cli.registry.entry import Entry
+from tinv_cli.registry.store import Registry
 from tinv_cli.registry.transfer import import_file
 from tinv_cli.sampling.prompt import resolve_concepts
 from tinv_cli.sampling.sample import SCHEDULERS, SampleOptions, choose_model, prepare, set_scheduler

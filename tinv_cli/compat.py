@@ -26,3 +26,18 @@ def reset_accelerate_state() -> None:
 
     AcceleratorState._reset_state()
     GradientState._reset_state()
+
+
+def onednn_has_bf16() -> bool:
+    """Whether oneDNN does bf16 arithmetic in hardware on this CPU (AVX-512 BF16 or AMX).
+
+    torch has no public query. Tried: ``torch.backends.mkldnn.is_available()`` (says only that oneDNN is built
+    in), ``torch.cpu`` (its ISA checks are private too), reading ``/proc/cpuinfo`` flags (Linux only, and
+    oneDNN may still decline an ISA the kernel reports). oneDNN's own answer is ``_is_mkldnn_bf16_supported``.
+    """
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN, or without this query
+        return False

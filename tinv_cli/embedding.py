@@ -1,7 +1,7 @@
 """The in-memory form of a concept's learned vectors, shared by every format, the registry and the loaders.
 
-An ``Embedding`` holds one float32 tensor of shape ``[n, d]`` per text encoder, in pipeline order
-(``text_encoder`` then ``text_encoder_2``). The widths tell the model family the concept was trained for
+An ``Embedding`` holds one float32 tensor of shape ``[n, d]`` per text encoder, in the order of its model
+family's encoders (``families``). The widths tell the model family the concept was trained for
 (``families.variant``).
 """
 

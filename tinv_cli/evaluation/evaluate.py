@@ -28,7 +28,8 @@ from tinv_cli.errors import DataError, ModelError
 if TYPE_CHECKING:
     from PIL import Image
 
-    from tinv_cli.registry.store import Entry, Registry
+    from tinv_cli.registry.entry import Entry
+    from tinv_cli.registry.store import Registry
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 OBJECT_PROMPT = "a photo of a {}"

@@ -61,6 +61,22 @@ def for_widths(widths: Sequence[int]) -> Family:
     )
 
 
+def file_keys(family: Family) -> tuple[str, ...] | None:
+    """The keys of a family's embedding files, one per text encoder (SDXL: ``clip_l``, ``clip_g``); None for a
+    family whose files hold one tensor (under the token, or a tool's own key)."""
+    keys = tuple(encoder.file_key for encoder in family.encoders)
+    return None if any(key is None for key in keys) else keys  # type: ignore[return-value]
+
+
+def for_file_keys(keys: Sequence[str]) -> Family | None:
+    """The family whose embedding-file keys appear among ``keys``, or None (a file of another layout)."""
+    for family in FAMILIES:
+        own = file_keys(family)
+        if own is not None and any(key in keys for key in own):
+            return family
+    return None
+
+
 def describe_widths(widths: Sequence[int]) -> str:
     """Human wording such as ``768-wide text encoder (SD 1.x)`` or ``768 + 1280-wide text encoders (SDXL)``."""
     known = variant(widths)

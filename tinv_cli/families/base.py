@@ -62,7 +62,7 @@ class Family(Protocol):
     """What every model family provides. ``torch`` and ``diffusers`` are imported only inside the methods."""
 
     id: str  # "sd", "sdxl"
-    label: str  # "Stable Diffusion 1.x/2.x"
+    label: str  # for messages: "SD 1.x/2.x", "SDXL"
     encoders: tuple[Encoder, ...]  # in pipeline order: the order of Embedding.vectors
     variants: tuple[Variant, ...]
     # Names of the tensors StableDiffusion*Pipeline.encode_prompt returns, in order (with classifier-free

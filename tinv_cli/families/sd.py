@@ -22,7 +22,7 @@ SD1_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 class StableDiffusion:
     id = "sd"
-    label = "Stable Diffusion 1.x/2.x"
+    label = "SD 1.x/2.x"
     encoders = (Encoder("tokenizer", "text_encoder"),)
     variants = (
         Variant("sd1", "SD 1.x", "Stable Diffusion 1.x", (768,), "stable-diffusion", SD1_BASE),

@@ -76,7 +76,7 @@ def encode_text(
 
 class StableDiffusionXL:
     id = "sdxl"
-    label = "Stable Diffusion XL"
+    label = "SDXL"
     encoders = (
         Encoder("tokenizer", "text_encoder", "clip_l"),
         Encoder("tokenizer_2", "text_encoder_2", "clip_g"),

@@ -17,13 +17,26 @@ from tinv_cli.errors import FormatError, NotFoundError
 
 if TYPE_CHECKING:
     import torch
-from tinv_cli.formats.layout import BIN_NAME, IMAGES_DIR, KIND_FILE, KINDS, SAFE_NAME, SECOND_NAME, TOKEN_FILE
-from tinv_cli.formats.tensors import _is_safetensors, _read_head, _safetensors_metadata, load_tensors
+from tinv_cli import families
+from tinv_cli.formats.layout import (
+    BIN_NAME,
+    IMAGES_DIR,
+    KIND_FILE,
+    KINDS,
+    SAFE_NAME,
+    TOKEN_FILE,
+    diffusers_names,
+)
+from tinv_cli.formats.tensors import is_safetensors, load_tensors, read_head, safetensors_metadata
 
-SDXL_KEYS = ("clip_l", "clip_g")
 _DAMAGED = "the file is damaged or not a textual inversion embedding; download or export it again"
-_KNOWN_LAYOUTS = (
-    "{token: tensor} (diffusers), string_to_param (A1111), emb_params (kohya), clip_l + clip_g (SDXL)"
+_KNOWN_LAYOUTS = ", ".join(
+    ["{token: tensor} (diffusers)", "string_to_param (A1111)", "emb_params (kohya)"]
+    + [
+        f"{' + '.join(keys)} ({family.label})"
+        for family in families.FAMILIES
+        if (keys := families.file_keys(family)) is not None
+    ]
 )
 
 
@@ -59,18 +72,24 @@ def _detect(data: dict[str, Any], path: Path) -> _Found:
     tensor_keys = [k for k, v in data.items() if isinstance(v, torch.Tensor)]
     if "string_to_param" in data:
         return _detect_a1111(data, path)
-    if any(k in data for k in SDXL_KEYS):
-        missing = [k for k in SDXL_KEYS if k not in data]
+    keyed = families.for_file_keys(keys)
+    if keyed is not None:
+        # A family of several text encoders keys each encoder's vectors by name (SDXL: clip_l and clip_g).
+        expected = families.file_keys(keyed) or ()
+        missing = [k for k in expected if k not in data]
         if missing:
+            needs = "both" if len(expected) == 2 else "all of " + ", ".join(expected)
             raise FormatError(
-                f"{path} holds {_listing(keys)} but no {missing[0]}; an SDXL embedding needs both", _DAMAGED
+                f"{path} holds {_listing(keys)} but no {missing[0]}; an {keyed.label} embedding needs {needs}",
+                _DAMAGED,
             )
-        extra = [k for k in keys if k not in SDXL_KEYS]
+        extra = [k for k in keys if k not in expected]
         if extra:
             raise FormatError(
-                f"{path} holds SDXL keys clip_l and clip_g plus unexpected {_listing(extra)}", _DAMAGED
+                f"{path} holds {keyed.label} keys {' and '.join(expected)} plus unexpected {_listing(extra)}",
+                _DAMAGED,
             )
-        return _Found("sdxl", stem, (data["clip_l"], data["clip_g"]), {})
+        return _Found(keyed.id, stem, tuple(data[k] for k in expected), {})
     if keys == ["emb_params"] and tensor_keys:
         return _Found("kohya", stem, (data["emb_params"],), {})
     if len(data) == 1 and tensor_keys:
@@ -96,7 +115,9 @@ def _detect_a1111(data: dict[str, Any], path: Path) -> _Found:
     import torch
 
     params = data["string_to_param"]
-    params = getattr(params, "_parameters", params)
+    # The original textual-inversion code (and A1111 files made with it) stored the terms in an nn.ParameterDict.
+    if isinstance(params, torch.nn.ParameterDict):
+        params = dict(params.items())
     if not isinstance(params, dict):
         raise FormatError(
             f"{path}: string_to_param is a {type(params).__name__}, not a dict of terms", _DAMAGED
@@ -181,14 +202,13 @@ def read(path: Path, token: str | None = None) -> Imported:
         return _read_folder(path.parent, token, embeds=path)
     found = _detect(load_tensors(path), path)
     meta = dict(found.meta)
-    if _is_safetensors(_read_head(path)):
-        metadata = _safetensors_metadata(path)
+    if is_safetensors(read_head(path)):
+        metadata = safetensors_metadata(path)
         if metadata:
             meta["safetensors_metadata"] = metadata
     vectors = found.vectors
-    second = path.with_name(SECOND_NAME)
-    if path.name == SAFE_NAME and second.is_file() and found.format == "diffusers":
-        vectors = vectors + _second_encoder(second)
+    if path.name == SAFE_NAME and found.format == "diffusers":
+        vectors = vectors + _later_encoders(path.parent)
     embedding = _embedding(token or found.token, vectors, path)
     return Imported(embedding, found.format, path, meta=meta)
 
@@ -210,9 +230,9 @@ def _read_folder(folder: Path, token: str | None, embeds: Path | None = None) ->
     found = _detect(load_tensors(embeds), embeds)
     vectors = found.vectors
     fmt = "concepts-library"
-    second = folder / SECOND_NAME
-    if embeds.name == SAFE_NAME and second.is_file() and found.format == "diffusers":
-        vectors = vectors + _second_encoder(second)
+    later = _later_encoders(folder) if embeds.name == SAFE_NAME and found.format == "diffusers" else ()
+    if later:
+        vectors = vectors + later
         fmt = "diffusers"
     # Formats without a token in the file are named after the file; here the file name is generic.
     default = found.token if found.format == "diffusers" else folder.name
@@ -225,14 +245,23 @@ def _read_folder(folder: Path, token: str | None, embeds: Path | None = None) ->
     return Imported(embedding, fmt, source, kind if kind in KINDS else None, tuple(images), found.meta)
 
 
-def _second_encoder(path: Path) -> tuple[Any, ...]:
-    found = _detect(load_tensors(path), path)
-    if found.format != "diffusers" or len(found.vectors) != 1:
-        raise FormatError(
-            f"{path} should hold the second text encoder's {{token: tensor}}, found {found.format} data",
-            _DAMAGED,
-        )
-    return found.vectors
+def _later_encoders(folder: Path) -> tuple[Any, ...]:
+    """The vectors of the second, third, ... text encoder from diffusers' ``learned_embeds_2.safetensors``,
+    ``learned_embeds_3.safetensors``, ... beside the first encoder's file, as far as they go."""
+    vectors: tuple[Any, ...] = ()
+    most = max(len(family.encoders) for family in families.FAMILIES)
+    for name in diffusers_names(most)[1:]:
+        path = folder / name
+        if not path.is_file():
+            break
+        found = _detect(load_tensors(path), path)
+        if found.format != "diffusers" or len(found.vectors) != 1:
+            raise FormatError(
+                f"{path} should hold one text encoder's {{token: tensor}}, found {found.format} data",
+                _DAMAGED,
+            )
+        vectors += found.vectors
+    return vectors
 
 
 def _read_text(path: Path) -> str | None:

@@ -8,12 +8,21 @@ KINDS: tuple[str, ...] = ("object", "style")
 
 SAFE_NAME = "learned_embeds.safetensors"
 BIN_NAME = "learned_embeds.bin"
-# diffusers' SDXL convention: the second text encoder's vectors in a file of their own, loaded by a second
-# ``load_textual_inversion(..., text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)`` call.
+# diffusers' convention for a model of several text encoders: encoder i's vectors in a file of their own,
+# learned_embeds_{i+1}.safetensors after the first, each loaded by its own ``load_textual_inversion`` call
+# naming that encoder and its tokenizer.
 SECOND_NAME = "learned_embeds_2.safetensors"
-# Where a concepts-library folder (a registry entry, a pushed repository) keeps that pair for an SDXL concept,
-# beside the {clip_l, clip_g} file the other tools read: ``load_textual_inversion(repo, subfolder="diffusers")``.
+# Where a concepts-library folder (a registry entry, a pushed repository) keeps those files for a concept of such
+# a family, beside the keyed file ({clip_l, clip_g}) the other tools read:
+# ``load_textual_inversion(repo, subfolder="diffusers")``.
 DIFFUSERS_DIR = "diffusers"
+
+
+def diffusers_names(encoders: int) -> list[str]:
+    """The diffusers file of each text encoder: learned_embeds.safetensors, learned_embeds_2.safetensors, ..."""
+    return [SAFE_NAME] + [f"learned_embeds_{i}.safetensors" for i in range(2, encoders + 1)]
+
+
 TOKEN_FILE = "token_identifier.txt"
 KIND_FILE = "type_of_concept.txt"
 IMAGES_DIR = "concept_images"

@@ -12,7 +12,7 @@ from typing import Any
 from tinv_cli.atomic import write_with
 from tinv_cli.errors import FormatError, NotFoundError
 
-_PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt"}
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt"}
 
 
 # Reading raw tensors
@@ -20,8 +20,8 @@ _PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt"}
 
 def load_tensors(path: Path) -> dict[str, Any]:
     """The dict a safetensors file or a weights-only pickle holds; FormatError for anything else."""
-    head = _read_head(path)
-    if _is_safetensors(head):
+    head = read_head(path)
+    if is_safetensors(head):
         return _load_safetensors(path)
     if path.suffix.lower() == ".safetensors" and not _is_pickle(head):
         raise FormatError(
@@ -36,7 +36,7 @@ def load_tensors(path: Path) -> dict[str, Any]:
     return _load_pickle(path)
 
 
-def _read_head(path: Path) -> bytes:
+def read_head(path: Path) -> bytes:
     if path.is_dir():
         raise FormatError(f"{path} is a folder, not an embedding file", "pass the embedding file inside it")
     try:
@@ -53,7 +53,7 @@ def _read_head(path: Path) -> bytes:
     return head
 
 
-def _is_safetensors(head: bytes) -> bool:
+def is_safetensors(head: bytes) -> bool:
     # safetensors: an 8-byte little-endian header length, then the JSON header itself.
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") >= 2
 
@@ -127,19 +127,19 @@ def _weights_only_reason(text: str) -> str:
     return "it needs objects other than tensors"
 
 
-def _safetensors_metadata(path: Path) -> dict[str, str]:
+def safetensors_metadata(path: Path) -> dict[str, str]:
     with path.open("rb") as f:
         size = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(size))
     return dict(header.get("__metadata__") or {})
 
 
-def _save(path: Path, tensors: dict[str, Any], *, pickle: bool | None = None) -> Path:
+def save_tensors(path: Path, tensors: dict[str, Any], *, pickle: bool | None = None) -> Path:
     """safetensors, or torch.save where the name asks for a pickle; each tensor cloned to own its storage."""
     import torch
 
     if pickle is None:
-        pickle = path.suffix.lower() in _PICKLE_SUFFIXES
+        pickle = path.suffix.lower() in PICKLE_SUFFIXES
 
     def owned(value: Any) -> Any:
         # torch.save writes a view's whole storage, and safetensors refuses tensors that share one.

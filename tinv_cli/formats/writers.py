@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tinv_cli import families
 from tinv_cli.atomic import write_text, write_with
 from tinv_cli.embedding import Embedding
-from tinv_cli.errors import DataError, FormatError, NotFoundError
+from tinv_cli.errors import DataError, FormatError, ModelError, NotFoundError
 from tinv_cli.formats.layout import (
     BIN_NAME,
     DIFFUSERS_DIR,
@@ -19,10 +20,10 @@ from tinv_cli.formats.layout import (
     KINDS,
     README_FILE,
     SAFE_NAME,
-    SECOND_NAME,
     TOKEN_FILE,
+    diffusers_names,
 )
-from tinv_cli.formats.tensors import _PICKLE_SUFFIXES, _save
+from tinv_cli.formats.tensors import PICKLE_SUFFIXES, save_tensors
 
 EXPORT_FORMATS: tuple[str, ...] = ("diffusers", "a1111", "kohya", "concepts-library")
 # What A1111 has always written for string_to_token; nothing reads the number, but loaders expect the key.
@@ -44,7 +45,8 @@ def write(
 ) -> list[Path]:
     """Write ``embedding`` as ``fmt`` files that the other tool loads; the paths written, in order.
 
-    ``out`` is the file to write, or a folder for concepts-library and for diffusers SDXL (one file per encoder).
+    ``out`` is the file to write, or a folder for concepts-library and for a diffusers export of several text
+    encoders (SDXL: one file per encoder).
     """
     out = Path(out)
     meta = meta or {}
@@ -53,10 +55,7 @@ def write(
             f"unknown export format {fmt!r}",
             f"choose one of {', '.join(EXPORT_FORMATS)} (SDXL embeddings are written by each of them)",
         )
-    if len(embedding.vectors) > 2:
-        raise FormatError(
-            f"{embedding.token} has {len(embedding.vectors)} text encoders; {fmt} files hold one or two (SDXL)"
-        )
+    _keyed_tensors(embedding)  # refuses an embedding no family tinv knows has as many text encoders
     if fmt == "concepts-library":
         return write_concepts_library(embedding, out, kind=kind, images=images, readme=readme)
     if fmt == "diffusers":
@@ -68,24 +67,26 @@ def write(
 
 def _write_diffusers(embedding: Embedding, out: Path) -> list[Path]:
     if len(embedding.vectors) == 1:
-        return [_save(out, {embedding.token: embedding.vectors[0]})]
-    if out.suffix.lower() in _PICKLE_SUFFIXES | {".safetensors"}:
+        return [save_tensors(out, {embedding.token: embedding.vectors[0]})]
+    if out.suffix.lower() in PICKLE_SUFFIXES | {".safetensors"}:
         raise FormatError(
-            f"{out}: a diffusers SDXL export is a folder with one file per text encoder",
+            f"{out}: a diffusers export for {len(embedding.vectors)} text encoders is a folder with one file per "
+            "text encoder",
             f"pass a folder path such as {out.with_suffix('')}",
         )
     out.mkdir(parents=True, exist_ok=True)
-    first, second = embedding.vectors
+    names = diffusers_names(len(embedding.vectors))
     return [
-        _save(out / SAFE_NAME, {embedding.token: first}),
-        _save(out / SECOND_NAME, {embedding.token: second}),
+        save_tensors(out / name, {embedding.token: vectors})
+        for name, vectors in zip(names, embedding.vectors, strict=True)
     ]
 
 
 def _write_a1111(embedding: Embedding, out: Path, meta: dict[str, Any]) -> Path:
-    if len(embedding.vectors) == 2:
-        return _save(out, _sdxl_dict(embedding))
-    if out.suffix.lower() not in _PICKLE_SUFFIXES:
+    keyed = _keyed_tensors(embedding)
+    if keyed is not None:
+        return save_tensors(out, keyed)
+    if out.suffix.lower() not in PICKLE_SUFFIXES:
         raise FormatError(
             f"{out}: A1111 embeddings for one text encoder are .pt files", f"use {out.with_suffix('.pt')}"
         )
@@ -97,18 +98,25 @@ def _write_a1111(embedding: Embedding, out: Path, meta: dict[str, Any]) -> Path:
         "sd_checkpoint": None,
         "sd_checkpoint_name": meta.get("sd_checkpoint_name"),
     }
-    return _save(out, data, pickle=True)
+    return save_tensors(out, data, pickle=True)
 
 
-def _sdxl_dict(embedding: Embedding) -> dict[str, Any]:
-    clip_l, clip_g = embedding.vectors
-    return {"clip_l": clip_l, "clip_g": clip_g}
+def _keyed_tensors(embedding: Embedding) -> dict[str, Any] | None:
+    """``{key: vectors}`` for a family whose files key each text encoder's vectors (SDXL: ``clip_l``, ``clip_g``),
+    which AUTOMATIC1111, ComfyUI and kohya read as they are; None for a one-encoder family."""
+    try:
+        family = families.for_widths(embedding.widths)
+    except ModelError as e:
+        raise FormatError(f"{embedding.token}: {e.message}", e.hint) from None
+    keys = families.file_keys(family)
+    return None if keys is None else dict(zip(keys, embedding.vectors, strict=True))
 
 
 def _write_kohya(embedding: Embedding, out: Path) -> Path:
-    if len(embedding.vectors) == 2:
-        return _save(out, _sdxl_dict(embedding))
-    return _save(out, {"emb_params": embedding.vectors[0]})
+    keyed = _keyed_tensors(embedding)
+    if keyed is not None:
+        return save_tensors(out, keyed)
+    return save_tensors(out, {"emb_params": embedding.vectors[0]})
 
 
 def write_concepts_library(
@@ -135,15 +143,16 @@ def write_concepts_library(
         )
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    if len(embedding.vectors) == 2:
-        written.append(_save(folder / SAFE_NAME, _sdxl_dict(embedding)))
+    keyed = _keyed_tensors(embedding)
+    if keyed is not None:
+        written.append(save_tensors(folder / SAFE_NAME, keyed))
         written += _write_diffusers(embedding, folder / DIFFUSERS_DIR)
     else:
         vectors = embedding.vectors[0]
-        written.append(_save(folder / SAFE_NAME, {embedding.token: vectors}))
+        written.append(save_tensors(folder / SAFE_NAME, {embedding.token: vectors}))
         # The concepts library's own loaders (and its Colab notebooks) expect a 1-D tensor for one vector.
         stored = vectors[0] if embedding.num_vectors == 1 else vectors
-        written.append(_save(folder / BIN_NAME, {embedding.token: stored}, pickle=True))
+        written.append(save_tensors(folder / BIN_NAME, {embedding.token: stored}, pickle=True))
     written.append(write_text(folder / TOKEN_FILE, embedding.token))
     written.append(write_text(folder / KIND_FILE, kind))
     if sources:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from tinv_cli.errors import HubError, NotFoundError
 
 if TYPE_CHECKING:
-    from tinv_cli.registry.store import Entry, Registry
+    from tinv_cli.registry.entry import Entry
+    from tinv_cli.registry.store import Registry
 from tinv_cli.formats.layout import BIN_NAME, IMAGES_DIR, KIND_FILE, SAFE_NAME, SECOND_NAME, TOKEN_FILE
 from tinv_cli.hub.errors import endpoint, hub_errors
 from tinv_cli.hub.refs import COMMIT_RE, Progress, RepoRef, parse_repo_ref

@@ -14,7 +14,8 @@ from tinv_cli.errors import FormatError, HubError, NotFoundError
 if TYPE_CHECKING:
     from huggingface_hub.hf_api import RepoSibling
 
-    from tinv_cli.registry.store import Entry, Registry
+    from tinv_cli.registry.entry import Entry
+    from tinv_cli.registry.store import Registry
 from tinv_cli.formats.layout import (
     BIN_NAME,
     DIFFUSERS_DIR,

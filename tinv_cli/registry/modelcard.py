@@ -15,8 +15,10 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
+from tinv_cli import families
+from tinv_cli.errors import ModelError
+from tinv_cli.families.base import Encoder
 from tinv_cli.formats.layout import IMAGES_DIR, SAFE_NAME
-from tinv_cli.project.config import DEFAULT_BASE_MODEL
 
 # A Hub model id (owner/name). Local folders are "known" to tinv but mean nothing to the Hub, whose metadata
 # check flags a base_model that is not a repository, so only ids like this go into the front matter.
@@ -27,9 +29,7 @@ _HUB_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]
 _PLAIN_RE = re.compile(r"\A[A-Za-z][A-Za-z0-9._/-]*\Z")
 _YAML_SPECIAL = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
 
-# What the diffusers snippet loads when the entry does not name a Hub base model of its own.
-_FAMILY_BASES = {"sd1": DEFAULT_BASE_MODEL, "sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
-_FAMILY_WORDS = {"sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x", "sdxl": "Stable Diffusion XL"}
+_DEFAULT_TAG = "stable-diffusion"
 
 
 def yaml_scalar(value: str) -> str:
@@ -57,7 +57,8 @@ def _front_matter(info: Mapping[str, Any]) -> list[str]:
     base = _hub_id(info.get("base_model"))
     if base:
         lines.append(f"base_model: {yaml_scalar(base)}")
-    family_tag = "stable-diffusion-xl" if info.get("family") == "sdxl" else "stable-diffusion"
+    known = families.variant_by_id(info.get("family"))
+    family_tag = known.hub_tag if known else _DEFAULT_TAG
     lines.append("tags:")
     lines.extend(f"- {tag}" for tag in ("textual_inversion", family_tag, "tinv"))
     lines.extend(["library_name: diffusers", "---"])
@@ -70,7 +71,8 @@ def _describe(info: Mapping[str, Any]) -> str:
     vectors = info.get("vectors")
     count = f"{vectors} vector{'s' if vectors != 1 else ''}" if isinstance(vectors, int) else "its vectors"
     widths = [w for w in info.get("widths") or () if isinstance(w, int)]
-    family = _FAMILY_WORDS.get(str(info.get("family")))
+    known = families.variant_by_id(info.get("family"))
+    family = known.title if known else None
     if len(widths) > 1:
         width_text = f"for {' + '.join(str(w) for w in widths)}-wide text encoders"
     elif widths:
@@ -118,16 +120,17 @@ def _tinv_usage(info: Mapping[str, Any], repo: str | None, prompt: str) -> list[
 
 
 def _diffusers_usage(info: Mapping[str, Any], repo: str | None, prompt: str) -> list[str]:
-    family = info.get("family")
-    base = _hub_id(info.get("base_model")) or _FAMILY_BASES.get(str(family)) or "<a base model>"
+    known = families.variant_by_id(info.get("family"))
+    base = _hub_id(info.get("base_model")) or (known.example_base if known else None) or "<a base model>"
+    keys = _file_keys(info)
     where = repo or "path/to/this/folder"
     imports = ["import torch", "from diffusers import AutoPipelineForText2Image"]
     body = [
         f"pipe = AutoPipelineForText2Image.from_pretrained({json.dumps(base)}, torch_dtype=torch.float16)",
         'pipe = pipe.to("cuda")',
     ]
-    if family == "sdxl":
-        # load_textual_inversion takes one text encoder at a time; SDXL files hold a tensor for each.
+    if keys is not None:
+        # load_textual_inversion takes one text encoder at a time; the file holds a tensor for each, by key.
         token = json.dumps(str(info.get("token")))
         if repo:
             imports.append("from huggingface_hub import hf_hub_download")
@@ -135,17 +138,30 @@ def _diffusers_usage(info: Mapping[str, Any], repo: str | None, prompt: str) -> 
         else:
             source = json.dumps(f"{where}/{SAFE_NAME}")
         imports.append("from safetensors.torch import load_file")
+        body.append(f"state_dict = load_file({source})")
         body += [
-            f"state_dict = load_file({source})",
-            f'pipe.load_textual_inversion(state_dict["clip_l"], token={token}, '
-            "text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)",
-            f'pipe.load_textual_inversion(state_dict["clip_g"], token={token}, '
-            "text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)",
+            f"pipe.load_textual_inversion(state_dict[{json.dumps(key)}], token={token}, "
+            f"text_encoder=pipe.{encoder.text_encoder}, tokenizer=pipe.{encoder.tokenizer})"
+            for key, encoder in keys
         ]
     else:
         body.append(f"pipe.load_textual_inversion({json.dumps(where)})")
     body.append(f"image = pipe({json.dumps(prompt)}).images[0]")
     return ["## Use it with diffusers", "", "```python", *imports, "", *body, "```"]
+
+
+def _file_keys(info: Mapping[str, Any]) -> list[tuple[str, Encoder]] | None:
+    """(file key, encoder) of each text encoder when the entry's family keys its files (SDXL), else None."""
+    widths = info.get("widths")
+    if not isinstance(widths, list) or not widths:
+        return None
+    known = families.variant_by_id(info.get("family"))
+    try:
+        family = families.for_widths(known.widths if known else widths)
+    except ModelError:  # no family has that many text encoders: the card shows the one-file snippet
+        return None
+    keys = families.file_keys(family)
+    return None if keys is None else list(zip(keys, family.encoders, strict=True))
 
 
 def _cell(value: Any) -> str:

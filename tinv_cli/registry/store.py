@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -22,7 +21,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -42,6 +40,7 @@ from tinv_cli.formats.layout import (
 )
 from tinv_cli.names import NAME_RE, check_name
 from tinv_cli.paths import tinv_home
+from tinv_cli.registry.entry import Entry, read_info
 
 if TYPE_CHECKING:
     from tinv_cli.embedding import Embedding
@@ -87,27 +86,6 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return name, int(version_text)
 
 
-def _read_info(folder: Path) -> dict[str, Any] | None:
-    """The parsed ``tinv.json`` of a version folder, or None when it is missing or not one of ours."""
-    try:
-        with open(folder / INFO_FILE, encoding="utf-8") as f:
-            info = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(info, dict):
-        return None
-    widths = info.get("widths")
-    if not (
-        isinstance(info.get("token"), str)
-        and isinstance(info.get("vectors"), int)
-        and isinstance(widths, list)
-        and widths
-        and all(isinstance(w, int) for w in widths)
-    ):
-        return None
-    return info
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
@@ -134,65 +112,6 @@ def _extra_target(relative: str) -> PurePosixPath:
             f"use a name such as validation.png; {', '.join(sorted(_RESERVED))} belong to the entry itself",
         )
     return rel
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One version of a registry concept. ``info`` is its parsed ``tinv.json``."""
-
-    name: str
-    version: int
-    path: Path
-    info: dict[str, Any] = field(compare=False, repr=False)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}@{self.version}"
-
-    @property
-    def token(self) -> str:
-        return str(self.info["token"])
-
-    @property
-    def kind(self) -> str:
-        return str(self.info.get("kind") or "object")
-
-    @property
-    def num_vectors(self) -> int:
-        return int(self.info["vectors"])
-
-    @property
-    def widths(self) -> tuple[int, ...]:
-        return tuple(int(w) for w in self.info["widths"])
-
-    @property
-    def family(self) -> str | None:
-        return self.info.get("family")
-
-    @property
-    def source_type(self) -> str:
-        source = self.info.get("source")
-        return str(source.get("type", "unknown")) if isinstance(source, dict) else "unknown"
-
-    @property
-    def created(self) -> str | None:
-        return self.info.get("created")
-
-    @property
-    def sha256(self) -> str | None:
-        return self.info.get("sha256")
-
-    @property
-    def base_model(self) -> str | None:
-        return self.info.get("base_model")
-
-    def embedding_file(self) -> Path:
-        return self.path / SAFE_NAME
-
-    def embedding(self) -> Embedding:
-        from tinv_cli.formats import detect
-
-        return detect.read_entry_embedding(self.path)
 
 
 class Registry:
@@ -227,7 +146,7 @@ class Registry:
                 yield child.name
 
     def _entry(self, name: str, version: int, path: Path) -> Entry | None:
-        info = _read_info(path)
+        info = read_info(path)
         return None if info is None else Entry(name, version, path, info)
 
     def versions(self, name: str) -> list[Entry]:
@@ -415,7 +334,7 @@ class Registry:
         fixed = {"name", "version", "schema"} & changes.keys()
         if fixed:
             raise RegistryError(f"{entry.ref}: {', '.join(sorted(fixed))} cannot be changed in place")
-        info = _read_info(entry.path)
+        info = read_info(entry.path)
         if info is None:
             raise NotFoundError(f"{entry.ref}: no readable {INFO_FILE} in {entry.path}", _LIST_HINT)
         info.update(changes)

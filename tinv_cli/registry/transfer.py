@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinv_cli import families
 from tinv_cli.errors import FormatError, NotFoundError, RegistryError
 from tinv_cli.formats.layout import IMAGES_DIR, README_FILE
 from tinv_cli.names import name_from_token
-from tinv_cli.registry.store import Entry, Registry
+from tinv_cli.registry.entry import Entry
+from tinv_cli.registry.store import Registry
 
 # Where each export format goes when no -o is given, relative to the current folder.
 _DEFAULT_SUFFIX = {
@@ -58,10 +60,10 @@ def import_file(
 
 def default_export_path(entry: Entry, fmt: str) -> Path:
     suffix = _DEFAULT_SUFFIX[fmt]
-    if fmt == "a1111" and len(entry.widths) > 1:
-        suffix = ".safetensors"  # A1111 reads SDXL embeddings as clip_l/clip_g safetensors
+    if fmt == "a1111" and families.file_keys(families.for_widths(entry.widths)) is not None:
+        suffix = ".safetensors"  # A1111 reads a keyed file (SDXL's clip_l/clip_g) as safetensors
     if fmt == "diffusers" and len(entry.widths) > 1:
-        suffix = ""  # learned_embeds.safetensors + learned_embeds_2.safetensors in a folder
+        suffix = ""  # one file per text encoder (learned_embeds.safetensors, learned_embeds_2...) in a folder
     return Path.cwd() / f"{entry.name}{suffix}"
 
 

@@ -28,7 +28,8 @@ from tinv_cli.names import NAME_RE
 if TYPE_CHECKING:
     from tinv_cli.embedding import Embedding
     from tinv_cli.project.config import Project
-    from tinv_cli.registry.store import Entry, Registry
+    from tinv_cli.registry.entry import Entry
+    from tinv_cli.registry.store import Registry
 
 # An angle-bracketed word with no spaces or nested brackets: "<cat-toy>", "<cat-toy@2>", "<Birb_Style>".
 WORD_RE = re.compile(r"<[^<>\s]+>")

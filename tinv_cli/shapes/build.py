@@ -334,7 +334,8 @@ def stage_unet(
         optimizer.step()
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            torch._foreach_lerp_(ema_params, params, 1 - decay)
+            for average, param in zip(ema_params, params, strict=True):
+                average.lerp_(param, 1 - decay)
         if (step + 1) % 50 == 0:
             log(
                 f"unet step {step + 1}/{cfg.unet_steps} loss {loss.item():.4f} ({time.monotonic() - begin:.0f}s)"

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import torch
 
     from tinv_cli.project.config import Concept, TrainConfig
-    from tinv_cli.registry.store import Entry
+    from tinv_cli.registry.entry import Entry
     from tinv_cli.training.data import SampleStream
 
 SETTINGS_SCHEMA = 1

@@ -73,12 +73,9 @@ def compile_unet(unet: Any) -> Callable[..., Any]:
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU does bf16 arithmetic in hardware (AVX-512 BF16 or AMX), as oneDNN sees it."""
-    import torch
+    from tinv_cli import compat
 
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without oneDNN, or without this query
-        return False
+    return compat.onednn_has_bf16()
 
 
 def fused_adamw(device: torch.device) -> bool:
