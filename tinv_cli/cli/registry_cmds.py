@@ -62,7 +62,7 @@ def list_entries(json: Json = False) -> None:
                 e.num_vectors,
                 e.family or "?",
                 e.source_type,
-                e.created[:16],
+                (e.created or "")[:16],
             )
             for e in entries
         ],

@@ -21,14 +21,14 @@ SD1_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
 class StableDiffusion:
-    id = "sd"
-    label = "SD 1.x/2.x"
-    encoders = (Encoder("tokenizer", "text_encoder"),)
-    variants = (
+    id: str = "sd"
+    label: str = "SD 1.x/2.x"
+    encoders: tuple[Encoder, ...] = (Encoder("tokenizer", "text_encoder"),)
+    variants: tuple[Variant, ...] = (
         Variant("sd1", "SD 1.x", "Stable Diffusion 1.x", (768,), "stable-diffusion", SD1_BASE),
         Variant("sd2", "SD 2.x", "Stable Diffusion 2.x", (1024,), "stable-diffusion"),
     )
-    prompt_embeds = ("prompt_embeds", "negative_prompt_embeds")
+    prompt_embeds: tuple[str, ...] = ("prompt_embeds", "negative_prompt_embeds")
 
     def matches_files(self, files: ModelFiles) -> bool:
         return files.has("text_encoder") and not files.has("text_encoder_2")

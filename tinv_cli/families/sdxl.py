@@ -75,13 +75,13 @@ def encode_text(
 
 
 class StableDiffusionXL:
-    id = "sdxl"
-    label = "SDXL"
-    encoders = (
+    id: str = "sdxl"
+    label: str = "SDXL"
+    encoders: tuple[Encoder, ...] = (
         Encoder("tokenizer", "text_encoder", "clip_l"),
         Encoder("tokenizer_2", "text_encoder_2", "clip_g"),
     )
-    variants = (
+    variants: tuple[Variant, ...] = (
         Variant(
             "sdxl",
             "SDXL",
@@ -91,7 +91,7 @@ class StableDiffusionXL:
             "stabilityai/stable-diffusion-xl-base-1.0",
         ),
     )
-    prompt_embeds = (
+    prompt_embeds: tuple[str, ...] = (
         "prompt_embeds",
         "negative_prompt_embeds",
         "pooled_prompt_embeds",

@@ -3,6 +3,7 @@ that is also a registry entry."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -159,7 +160,7 @@ def write_concepts_library(
         (folder / IMAGES_DIR).mkdir(exist_ok=True)
     for image in sources:
         target = folder / IMAGES_DIR / image.name
-        written.append(write_with(target, lambda tmp, src=image: shutil.copyfile(src, tmp)))
+        written.append(write_with(target, functools.partial(shutil.copyfile, image)))
     if readme is not None:
         written.append(write_text(folder / README_FILE, readme))
     return written

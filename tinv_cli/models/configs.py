@@ -4,6 +4,7 @@ weights: ``model_index.json`` and the text encoders' widths."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,8 @@ def model_widths_from_config(
         if config is None:
             return None
         # A CLIPTextConfig keeps hidden_size at the top; a full CLIPConfig nests it under text_config.
-        text_config = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+        nested = config.get("text_config")
+        text_config: Mapping[str, Any] = nested if isinstance(nested, dict) else config
         width = text_config.get("hidden_size")
         if not isinstance(width, int):
             return None

@@ -85,7 +85,7 @@ def _describe(info: Mapping[str, Any]) -> str:
 
 
 def _provenance(info: Mapping[str, Any]) -> str | None:
-    source = info.get("source") if isinstance(info.get("source"), Mapping) else {}
+    source: Mapping[str, Any] = info["source"] if isinstance(info.get("source"), Mapping) else {}
     kind = source.get("type")
     base = info.get("base_model")
     if kind == "trained":
@@ -95,7 +95,7 @@ def _provenance(info: Mapping[str, Any]) -> str | None:
         return f"Imported from a {fmt} embedding file." if fmt else "Imported from an embedding file."
     if kind == "pulled":
         # source.repo is where it came from; hub.repo becomes the push target when a pulled concept is re-shared.
-        hub = info.get("hub") if isinstance(info.get("hub"), Mapping) else {}
+        hub: Mapping[str, Any] = info["hub"] if isinstance(info.get("hub"), Mapping) else {}
         repo = source.get("repo") or hub.get("repo")
         return f"Pulled from the Hugging Face Hub repository {_code(str(repo))}." if repo else None
     return None
@@ -197,7 +197,7 @@ def model_card(info: Mapping[str, Any], images: Sequence[str] = ()) -> str:
     be in ``concept_images/``. ``info["hub"]["repo"]``, when set, is what the usage snippets load from.
     """
     token = str(info.get("token") or "")
-    hub = info.get("hub") if isinstance(info.get("hub"), Mapping) else {}
+    hub: Mapping[str, Any] = info["hub"] if isinstance(info.get("hub"), Mapping) else {}
     repo = hub.get("repo") if isinstance(hub.get("repo"), str) else None
     prompt = _example_prompt(token, info.get("kind"))
     title = info.get("name") or token

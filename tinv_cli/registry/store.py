@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import hashlib
 import os
 import re
@@ -274,7 +275,7 @@ class Registry:
         try:
             writers.write_concepts_library(embedding, staging, kind=kind, images=tuple(images), readme=None)
             for rel, src in extras.items():
-                write_with(staging.joinpath(*rel.parts), lambda tmp, src=src: shutil.copyfile(src, tmp))
+                write_with(staging.joinpath(*rel.parts), functools.partial(shutil.copyfile, src))
             image_dir = staging / IMAGES_DIR
             image_names = (
                 sorted(f"{IMAGES_DIR}/{p.name}" for p in image_dir.iterdir() if p.is_file())

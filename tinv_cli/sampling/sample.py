@@ -267,7 +267,7 @@ def prepare(
     dtype = loading.pick_dtype(options.dtype, device)
 
     report(Progress("load", f"loading {choice.base}"))
-    pipe = loading.load_pipeline(choice.base, revision=choice.revision, torch_dtype=dtype)
+    pipe: Any = loading.load_pipeline(choice.base, revision=choice.revision, torch_dtype=dtype)
     if embeddings:
         count = len(embeddings)
         report(Progress("load", f"loading {count} concept{'s' if count != 1 else ''}"))

@@ -284,7 +284,7 @@ def stage_unet(
     mean, std, scale = latents
     scenes = [world.scene(cfg.seed, i) for i in range(cfg.images)]
     captions = _Captions(tokenizer, cfg.seed, scenes)
-    scheduler = DDPMScheduler(
+    scheduler: Any = DDPMScheduler(
         **{
             k: v
             for k, v in SCHEDULER_CONFIG.items()
@@ -361,7 +361,7 @@ def save_pipeline(out: Path, vae: Any, scale: float, text_encoder: Any, tokenize
 
     vae.register_to_config(scaling_factor=scale)
     scheduler = DPMSolverMultistepScheduler.from_config(SCHEDULER_CONFIG)
-    pipe = StableDiffusionPipeline(
+    pipe: Any = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,

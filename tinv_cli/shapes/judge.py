@@ -7,7 +7,9 @@ further held-out seed is measured at build time and shipped beside its weights i
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -116,8 +118,10 @@ def train_judge(seed: int, images: int, steps: int, log: Callable[[str], None], 
         index = torch.randint(0, images, (128,), generator=gen)
         batch = _augment(pixels[index], gen).to(device)
         out = net(batch)
-        loss = sum(
-            torch.nn.functional.cross_entropy(out[name], labels[name][index].to(device)) for name in HEADS
+        # Added in HEADS order (as sum() did), so the build stays the same to the bit.
+        loss = functools.reduce(
+            operator.add,
+            [torch.nn.functional.cross_entropy(out[name], labels[name][index].to(device)) for name in HEADS],
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -21,7 +21,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tinv_cli import atomic
 from tinv_cli.errors import TinvError
@@ -132,7 +132,10 @@ def global_rng_state() -> dict[str, Any]:
     import torch
 
     version, mt_state, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    # The legacy form is a 5-tuple (name, keys, position, has_gauss, cached_gaussian).
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = cast(
+        "tuple[str, np.ndarray, int, int, float]", np.random.get_state(legacy=True)
+    )
     state: dict[str, Any] = {
         "python": [version, list(mt_state), gauss],
         "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss],

@@ -228,7 +228,9 @@ def load_parts(base: str, revision: str | None, dtype: torch.dtype, pipeline: An
     from tinv_cli import families
     from tinv_cli.models.loading import load_pipeline
 
-    pipe = pipeline if pipeline is not None else load_pipeline(base, revision=revision, torch_dtype=dtype)
+    pipe: Any = (
+        pipeline if pipeline is not None else load_pipeline(base, revision=revision, torch_dtype=dtype)
+    )
     family = families.for_pipeline(pipe)
     family.check_pipeline(pipe, base)
     return Parts(

@@ -470,7 +470,9 @@ class _Recipe:
                 # The step's only communication: n x d numbers per text encoder, after which every process
                 # takes the same step.
                 for new in trainable:
-                    new.grad.copy_(accelerator.reduce(new.grad, reduction="mean"))
+                    grad = new.grad
+                    assert grad is not None  # backward has run on every trainable row
+                    grad.copy_(accelerator.reduce(grad, reduction="mean"))
             if self.config.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(trainable, self.config.max_grad_norm)
         self.optimizer.step()

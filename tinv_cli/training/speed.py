@@ -60,7 +60,7 @@ def _to_layout(layout: torch.memory_format, modules: tuple[Any, ...]) -> Callabl
 # pattern, a resnet block whose (shortcut + residual) / output_scale_factor feeds a nearest-neighbour upsample
 # (an UpBlock2D), so the vectors would learn from part of the UNet only. The trainer compiles a UNet in the
 # default layout with these options; tests/test_speed.py checks compiled and eager training agree.
-COMPILE_OPTIONS = {"layout_optimization": False}
+COMPILE_OPTIONS: dict[str, str | int | bool | Callable[..., Any]] = {"layout_optimization": False}
 
 
 def compile_unet(unet: Any) -> Callable[..., Any]:
