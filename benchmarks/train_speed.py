@@ -382,7 +382,8 @@ def run_tinv(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str, 
 
     from tinv_cli.project.config import Concept, ModelConfig, Project, TrainConfig
     from tinv_cli.registry.store import Registry
-    from tinv_cli.training.recipe import TrainCallbacks, TrainRequest, train
+    from tinv_cli.training.recipe import train
+    from tinv_cli.training.request import TrainCallbacks, TrainRequest
 
     os.environ["TINV_HOME"] = str(work / "home")
     dtype = getattr(torch, DTYPES[args.precision])

@@ -13,13 +13,12 @@ from tinv_cli.cli.options import Json, ProjectPath
 from tinv_cli.cli.render import emit_json, note
 from tinv_cli.project.config import Concept, TrainConfig
 from tinv_cli.project.schema import Setting, table_settings
-from tinv_cli.training.recipe import TrainCallbacks
-from tinv_cli.training.request import CONCEPT_OVERRIDES, flag_name
+from tinv_cli.training.request import CONCEPT_OVERRIDES, TrainCallbacks, flag_name
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tinv_cli.training.recipe import StartInfo, TrainSummary
+    from tinv_cli.training.request import StartInfo, TrainSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -206,8 +205,8 @@ def train(
     """
     from tinv_cli.project.load import find_project, load_project
     from tinv_cli.registry.store import Registry
-    from tinv_cli.training.recipe import TrainRequest
     from tinv_cli.training.recipe import train as run_training
+    from tinv_cli.training.request import TrainRequest
 
     # An option left out is None: "as concepts.toml says".
     overrides = {key: value for key, value in settings.items() if value is not None}

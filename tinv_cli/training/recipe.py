@@ -41,8 +41,6 @@ from tinv_cli.families import describe_widths
 from tinv_cli.training import checkpoint, resume, speed
 from tinv_cli.training.process import StepRate, StopSignal, cpu_processes, peak_memory
 from tinv_cli.training.request import (
-    CONCEPT_OVERRIDES,
-    REPORT_TO,
     StartInfo,
     TrainCallbacks,
     TrainingInterrupted,
@@ -52,21 +50,6 @@ from tinv_cli.training.request import (
     resolve_concept,
     run_dir_for,
 )
-
-# The names callers import from here: the request and reports live in train_request.py.
-__all__ = [
-    "CONCEPT_OVERRIDES",
-    "LOSS_EVERY",
-    "REPORT_TO",
-    "StartInfo",
-    "TrainCallbacks",
-    "TrainRequest",
-    "TrainSummary",
-    "TrainingInterrupted",
-    "resolve_concept",
-    "run_dir_for",
-    "train",
-]
 
 if TYPE_CHECKING:
     import torch
