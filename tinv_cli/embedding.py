@@ -116,7 +116,3 @@ class Embedding:
                 for a, b in zip(self.vectors, other.vectors, strict=True)
             )
         )
-
-    def norms(self) -> list[float]:
-        """Mean L2 norm of the vectors, per text encoder (shown by ``tinv show``)."""
-        return [round(float(t.norm(dim=1).mean()), 4) for t in self.vectors]

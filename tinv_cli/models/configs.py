@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tinv_cli import families
-from tinv_cli.families.base import Family, ModelFiles
+from tinv_cli.families.base import ModelFiles
 from tinv_cli.hub.errors import model_download_error
 from tinv_cli.models.refs import MODEL_INDEX, _local_folder
 
@@ -64,15 +64,6 @@ def model_files(
         if not component.startswith("_")
     }
     return ModelFiles(index, configs)
-
-
-def model_family_from_config(
-    base: str, revision: str | None = None, *, cache_dir: Path | None = None
-) -> Family | None:
-    """The model's family from its configuration files, before any weights load; None when they are not on this
-    machine or no family claims them."""
-    files = model_files(base, revision, cache_dir=cache_dir)
-    return families.for_files(files) if files is not None else None
 
 
 def model_widths_from_config(
