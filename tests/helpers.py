@@ -1,4 +1,5 @@
-"""Readers the tests check tinv's output with, which tinv itself never needs.
+"""What several test files share: readers the tests check tinv's output with (which tinv itself never needs),
+and a small training project with a recorder of the trainer's callbacks.
 
 ``parse_parameters`` and ``read_metadata`` read back the PNG chunks ``tinv sample`` writes, parsing the
 ``parameters`` text as AUTOMATIC1111's ``parse_generation_parameters`` does, so a test that round-trips through
@@ -9,13 +10,19 @@ on for a prompt using the concepts loaded into it, to compare with diffusers' ow
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
 
 from tinv_cli.errors import FormatError
 from tinv_cli.sampling.loader import _expand, encoder_pairs
 from tinv_cli.sampling.pngmeta import NEGATIVE_PREFIX, PARAMETERS_KEY, TINV_KEY
+from tinv_cli.training.request import TrainCallbacks
 
 if TYPE_CHECKING:
     import torch
@@ -117,3 +124,67 @@ def encode_prompt(pipe: Any, prompt: str) -> torch.Tensor:
         mask = inputs.attention_mask.to(encoder.device)
     with torch.no_grad():
         return encoder(inputs.input_ids.to(encoder.device), attention_mask=mask)[0]
+
+
+# A training project and the trainer's callbacks, recorded.
+
+FAST = {"resolution": 32, "mixed_precision": "no", "gradient_accumulation": 1, "checkpoint_every": 0}
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def make_project(
+    root: Path,
+    model: Path,
+    *,
+    train: dict[str, Any] | None = None,
+    concept: dict[str, Any] | None = None,
+    images: int = 3,
+) -> Path:
+    """A concepts.toml with one concept, cat-toy, and ``images`` small random images."""
+    folder = root / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(images):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    settings = {**FAST, **(train or {})}
+    fields = {"token": "<cat-toy>", "initializer": "toy", "images": "images", **(concept or {})}
+    lines = ["[model]", f"base = {_toml(str(model))}", "", "[train]"]
+    lines += [f"{key} = {_toml(value)}" for key, value in settings.items()]
+    lines += ["", "[concepts.cat-toy]"]
+    lines += [f"{key} = {_toml(value)}" for key, value in fields.items() if value is not None]
+    path = root / "concepts.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class Recorder(TrainCallbacks):
+    def __init__(self, interrupt_at: int | None = None, sig: int = signal.SIGINT) -> None:
+        self.steps: list[int] = []
+        self.losses: dict[int, float] = {}
+        self.messages: list[str] = []
+        self.checkpoints: list[int] = []
+        self.validations: list[Path] = []
+        self.interrupt_at, self.sig = interrupt_at, sig
+
+    def on_step(self, step: int, loss: float | None, lr: float, it_s: float | None) -> None:
+        self.steps.append(step)
+        if loss is not None:
+            self.losses[step] = loss
+        if step == self.interrupt_at:
+            os.kill(os.getpid(), self.sig)  # a real signal, delivered to the handler the trainer installed
+
+    def on_message(self, message: str) -> None:
+        self.messages.append(message)
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        self.checkpoints.append(step)
+
+    def on_validation(self, step: int, path: Path) -> None:
+        self.validations.append(path)

@@ -11,78 +11,18 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import Recorder, make_project
 from tinv_cli.project.load import load_project
 from tinv_cli.registry.store import Registry
 from tinv_cli.training import checkpoint, metrics
-from tinv_cli.training.recipe import TrainCallbacks, TrainingInterrupted, TrainRequest, train
-
-FAST = {"resolution": 32, "mixed_precision": "no", "gradient_accumulation": 1, "checkpoint_every": 0}
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    return repr(value)
-
-
-def make_project(
-    root: Path,
-    model: Path,
-    *,
-    train: dict[str, Any] | None = None,
-    concept: dict[str, Any] | None = None,
-    images: int = 3,
-) -> Path:
-    """A concepts.toml with one concept, cat-toy, and ``images`` small random images."""
-    folder = root / "images"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(images):
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    settings = {**FAST, **(train or {})}
-    fields = {"token": "<cat-toy>", "initializer": "toy", "images": "images", **(concept or {})}
-    lines = ["[model]", f"base = {_toml(str(model))}", "", "[train]"]
-    lines += [f"{key} = {_toml(value)}" for key, value in settings.items()]
-    lines += ["", "[concepts.cat-toy]"]
-    lines += [f"{key} = {_toml(value)}" for key, value in fields.items() if value is not None]
-    path = root / "concepts.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-class Recorder(TrainCallbacks):
-    def __init__(self, interrupt_at: int | None = None, sig: int = signal.SIGINT) -> None:
-        self.steps: list[int] = []
-        self.losses: dict[int, float] = {}
-        self.messages: list[str] = []
-        self.checkpoints: list[int] = []
-        self.validations: list[Path] = []
-        self.interrupt_at, self.sig = interrupt_at, sig
-
-    def on_step(self, step: int, loss: float | None, lr: float, it_s: float | None) -> None:
-        self.steps.append(step)
-        if loss is not None:
-            self.losses[step] = loss
-        if step == self.interrupt_at:
-            os.kill(os.getpid(), self.sig)  # a real signal, delivered to the handler the trainer installed
-
-    def on_message(self, message: str) -> None:
-        self.messages.append(message)
-
-    def on_checkpoint(self, step: int, path: Path) -> None:
-        self.checkpoints.append(step)
-
-    def on_validation(self, step: int, path: Path) -> None:
-        self.validations.append(path)
+from tinv_cli.training.recipe import train
+from tinv_cli.training.request import TrainingInterrupted, TrainRequest
 
 
 @pytest.mark.slow
@@ -232,7 +172,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_cpu_processes_end_with_identical_embeddings(tmp_path: Path, tiny_model_dir: Path) -> None:
     make_project(tmp_path, tiny_model_dir, train={"steps": 6, "learning_rate": 5e-3})
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),

@@ -17,7 +17,7 @@ from tinv_cli.errors import ModelError, NotFoundError
 from tinv_cli.hub import errors
 from tinv_cli.models import configs, loading, refs
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tinv_cli.shapes import build
 
 TOY = build.BuildConfig(
@@ -21,6 +23,7 @@ TOY = build.BuildConfig(
 )
 
 
+@pytest.mark.slow
 def test_build_is_loadable_deterministic_and_resumable(tmp_path: Path) -> None:
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import load_file

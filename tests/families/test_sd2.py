@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.test_train import Recorder, make_project
+from tests.helpers import Recorder, make_project
 from tests.tiny import build_tiny_pipeline, build_tiny_sdxl_pipeline
 from tinv_cli.families import sdxl
 from tinv_cli.families.sd import SD
@@ -17,7 +17,8 @@ from tinv_cli.families.sdxl import SDXL
 from tinv_cli.project.load import load_project
 from tinv_cli.registry.store import Registry
 from tinv_cli.training import inversion
-from tinv_cli.training.recipe import StartInfo, TrainRequest, train
+from tinv_cli.training.recipe import train
+from tinv_cli.training.request import StartInfo, TrainRequest
 
 
 def _by_hand(

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 import torch
 
-from tests.test_train import Recorder, make_project
+from tests.helpers import Recorder, make_project
 from tests.tiny import build_tiny_pipeline
 from tinv_cli.project.load import load_project
 from tinv_cli.registry.store import Registry
 from tinv_cli.training import checkpoint, speed
-from tinv_cli.training.recipe import TrainRequest, train
+from tinv_cli.training.recipe import train
+from tinv_cli.training.request import TrainRequest
 
 
 def _conv_weights(module: torch.nn.Module) -> list[torch.Tensor]:

@@ -171,6 +171,7 @@ def _free_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+@pytest.mark.slow
 def test_private_push_then_pull_round_trip(hub: LocalHub, tmp_path: Path, tiny_model_dir: Path) -> None:
     import torch
 
@@ -277,6 +278,7 @@ def _concepts_library_repo(
     )
 
 
+@pytest.mark.slow
 def test_concepts_library_repo_found_by_search_pulls_samples_and_is_served_offline(
     hub: LocalHub, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
@@ -393,6 +395,7 @@ class _Payload:
         return (os.mkdir, (str(self.marker),))
 
 
+@pytest.mark.slow
 def test_malicious_learned_embeds_bin_is_refused(hub: LocalHub, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     hub.create_repo("mallory/evil-toy")
@@ -411,6 +414,7 @@ def test_malicious_learned_embeds_bin_is_refused(hub: LocalHub, tmp_path: Path) 
     assert not (Path(os.environ["TINV_HOME"]) / "registry").exists()
 
 
+@pytest.mark.slow
 def test_one_file_at_a_revision_and_a_diffusers_repo_in_one_pull(hub: LocalHub) -> None:
     from safetensors.torch import save
 
@@ -599,7 +603,7 @@ def test_sdxl_entry_push_pull_round_trip(hub: LocalHub, tmp_path: Path) -> None:
     assert torch.equal(load(files["diffusers/learned_embeds_2.safetensors"])["<xl-toy>"], xl.vectors[1])
     loaded = subprocess.run(
         [sys.executable, "-c", _DIFFUSERS_LOADS_REPO, "alice/xl-toy", str(tmp_path / "rows")],
-        env={**os.environ, "HF_TOKEN": ALICE, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**os.environ, "HF_TOKEN": ALICE, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         capture_output=True,
         text=True,
         timeout=300,

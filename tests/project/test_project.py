@@ -14,7 +14,7 @@ from tinv_cli.project.load import PROJECT_FILE, find_project, load_project
 from tinv_cli.project.schema import table_settings
 from tinv_cli.project.tokens import check_project, initializer_plan
 
-TOKENIZER_ASSETS = Path(__file__).resolve().parent / "assets" / "tokenizer"
+TOKENIZER_ASSETS = Path(__file__).resolve().parents[1] / "assets" / "tokenizer"
 
 
 def make_images(folder: Path, count: int = 2) -> Path:

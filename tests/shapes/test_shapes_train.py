@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tinv_cli.cli import app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 # docs/shapes.md (benchmarks/shapes_quality.py) measures the demo's default settings at 97-100 % concept accuracy

@@ -12,13 +12,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.test_train import Recorder, make_project
+from tests.helpers import Recorder, make_project
 from tinv_cli.cli import app
 from tinv_cli.project.config import Concept, TrainConfig
 from tinv_cli.project.load import load_project
 from tinv_cli.project.schema import table_settings
 from tinv_cli.registry.store import Registry
-from tinv_cli.training.recipe import TrainingInterrupted, TrainRequest, train
+from tinv_cli.training.recipe import train
+from tinv_cli.training.request import TrainingInterrupted, TrainRequest
 
 runner = CliRunner()
 

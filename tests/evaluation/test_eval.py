@@ -36,6 +36,7 @@ def _register(name: str, vector: object, images: list[Path], base: str, initiali
     )
 
 
+@pytest.mark.slow
 def test_eval_on_builtin_shapes_judges_samples_against_the_initializer(tmp_path: Path) -> None:
     from tinv_cli.models.loading import load_pipeline
 

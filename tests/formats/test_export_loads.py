@@ -37,7 +37,7 @@ def test_export_loads_with_diffusers(
     target = tmp_path / filename
     if fmt == "concepts-library":
         target = target / "learned_embeds.bin"
-    assert target in written or target.parent in written or target.exists()
+    assert target in written  # the file diffusers loads is one export_entry says it wrote
 
     pipe = build_tiny_pipeline(width)
     if (

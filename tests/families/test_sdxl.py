@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from tests.test_train import Recorder, make_project
+from tests.helpers import Recorder, make_project
 from tests.tiny import build_tiny_sdxl_pipeline, save_tiny_sdxl_pipeline
 from tinv_cli.embedding import Embedding
 from tinv_cli.errors import ModelError
@@ -20,7 +20,8 @@ from tinv_cli.families import sdxl
 from tinv_cli.project.load import load_project
 from tinv_cli.registry.store import Registry
 from tinv_cli.training.inversion import diffusion_loss
-from tinv_cli.training.recipe import TrainingInterrupted, TrainRequest, train
+from tinv_cli.training.recipe import train
+from tinv_cli.training.request import TrainingInterrupted, TrainRequest
 
 # Real-shaped concepts (CLIP-L 768 + OpenCLIP-G 1280) on an otherwise tiny model, where the widths matter.
 REAL = (768, 1280)

@@ -37,10 +37,36 @@ def test_help_imports_no_ml_library() -> None:
     assert out.strip().splitlines()[-1] == "HEAVY="
 
 
-@pytest.mark.parametrize(
-    "command",
-    ["init", "check", "sample", "push", "pull", "search", "list", "home", "show", "rm", "import", "export"],
-)
+COMMANDS = [
+    "init",
+    "check",
+    "train",
+    "sample",
+    "eval",
+    "push",
+    "pull",
+    "search",
+    "list",
+    "home",
+    "show",
+    "rm",
+    "import",
+    "export",
+]
+
+
+def test_the_command_list_is_every_registered_command() -> None:
+    """So a new command cannot miss the help test below."""
+    from tinv_cli.cli import app
+
+    registered = [
+        command.name or command.callback.__name__.replace("_", "-")  # type: ignore[union-attr]
+        for command in app.registered_commands
+    ]
+    assert sorted(registered) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command: str) -> None:
     result = invoke(command, "--help")
     assert result.exit_code == 0, result.output
