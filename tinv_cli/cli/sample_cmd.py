@@ -27,6 +27,9 @@ class _ProgressDisplay:
         self.task: Any = None
 
     def __call__(self, event: Progress) -> None:
+        if event.stage == "note":  # a warning: shown with --json too (stderr stays free for it)
+            note(f"Note: {event.message}")
+            return
         if self.quiet:
             return
         if event.stage != "denoise":

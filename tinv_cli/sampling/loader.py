@@ -188,3 +188,37 @@ def use_tinv_expansion(pipe: Any) -> Any:
     """
     pipe.maybe_convert_prompt = lambda prompt, tokenizer: prompt
     return pipe
+
+
+def prompt_overflow(pipe: Any, text: str, embeddings: Sequence[Embedding]) -> str | None:
+    """What the text encoders would not read of ``text`` (already spelled out by ``expand_prompt``): None when it
+    fits, else a note naming the words cut off. A prompt that would lose a concept's tokens is refused instead.
+
+    CLIP reads 77 positions, two of them the start and end tokens; diffusers' pipelines cut a longer prompt there
+    with only a log line, so a concept written late in a long prompt would silently do nothing while the image's
+    metadata says it was used.
+    """
+    from tinv_cli.errors import TinvError
+
+    note = None
+    for tokenizer, _ in encoder_pairs(pipe):
+        ids = tokenizer(text, truncation=False).input_ids
+        limit = int(tokenizer.model_max_length)
+        if len(ids) <= limit:
+            continue
+        dropped = set(ids[limit - 1 : -1])
+        for embedding in embeddings:
+            names = token_names(embedding.token, embedding.num_vectors)
+            if dropped & set(tokenizer.convert_tokens_to_ids(names)):
+                raise TinvError(
+                    f"{embedding.token} falls past the text encoder's {limit - 2} tokens in this "
+                    f"{len(ids) - 2}-token prompt, so it would be cut off and have no effect",
+                    f"shorten the prompt, or move {embedding.token} nearer its start",
+                )
+        if note is None:
+            cut = tokenizer.decode(ids[limit - 1 : -1]).strip()
+            note = (
+                f"the prompt is {len(ids) - 2} tokens and the text encoder reads {limit - 2}; "
+                f"cut off: {cut!r}"
+            )
+    return note

@@ -113,8 +113,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Progress:
-    """A progress report: ``stage`` is ``load`` (``message`` says what) or ``denoise`` (``done`` of ``total``
-    denoising steps over all images)."""
+    """A progress report: ``stage`` is ``load`` (``message`` says what), ``note`` (something the user should
+    know, such as a prompt cut short) or ``denoise`` (``done`` of ``total`` denoising steps over all images)."""
 
     stage: str
     message: str = ""
@@ -273,6 +273,12 @@ def prepare(
         report(Progress("load", f"loading {count} concept{'s' if count != 1 else ''}"))
     loader.load_concepts(pipe, embeddings)
     loader.use_tinv_expansion(pipe)
+    text = loader.expand_prompt(prompt, embeddings)
+    negative_text = loader.expand_prompt(options.negative_prompt, embeddings)
+    for label, written in (("prompt", text), ("negative prompt", negative_text)):
+        overflow = loader.prompt_overflow(pipe, written, embeddings)
+        if overflow is not None:
+            report(Progress("note", overflow.replace("the prompt", f"the {label}", 1)))
     set_scheduler(pipe, options.scheduler)
     _place(pipe, device, options.low_vram)
     native = families.for_pipeline(pipe).native_resolution(pipe.unet.config, pipe.vae.config)
@@ -280,8 +286,8 @@ def prepare(
         pipe=pipe,
         prompt=prompt,
         negative_prompt=options.negative_prompt,
-        text=loader.expand_prompt(prompt, embeddings),
-        negative_text=loader.expand_prompt(options.negative_prompt, embeddings),
+        text=text,
+        negative_text=negative_text,
         concepts=tuple(concepts),
         model=choice,
         device=device,
