@@ -284,3 +284,27 @@ def test_tables_line_up_by_terminal_cells(capsys: pytest.CaptureFixture[str]) ->
     ]
     assert len(set(starts)) == 1
     assert lines[3].startswith("x ") and "None" not in lines[3]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sample", "a cat", "-n", "0"], "Error: Invalid value for '--num-images' / '-n'"),
+        (["sample", "a cat", "--seed", "-1"], "Error: Invalid value for '--seed'"),
+        (["list", "--bogus"], "Error: No such option: --bogus"),
+        (["no-such-command"], "Error: No such command 'no-such-command'"),
+    ],
+)
+def test_usage_errors_end_like_every_other_error(args: list[str], message: str) -> None:
+    """One Error line, a Hint naming the command's help, exit code 1 (not Click's usage text and exit 2)."""
+    result = invoke(*args)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(message), lines
+    assert lines[1].startswith("Hint: see `") and lines[1].endswith(" --help`")
+
+
+def test_bare_tinv_prints_the_help_and_succeeds() -> None:
+    result = invoke()
+    assert result.exit_code == 0
+    assert result.stdout.startswith("Usage:") and "Commands" in result.stdout

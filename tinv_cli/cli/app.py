@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from tinv_cli.errors import ProjectError, TinvError
 
@@ -43,6 +45,34 @@ def funnel(fn: F) -> F:
     return run  # type: ignore[return-value]
 
 
+class TinvGroup(TyperGroup):
+    """The command group, whose usage errors (``-n 0``, an unknown option) end like every other error: one
+    ``Error:`` line, a ``Hint:`` naming the command's help, and exit code 1 (Click's own ending is the usage
+    text and exit code 2)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            typer.echo("Aborted.", err=True)
+            sys.exit(1)
+        except Exception as error:
+            # Click's exceptions (Typer carries its own copy of Click, so they are recognised by their
+            # interface): a message, an exit code and, for usage errors, the context of the command.
+            if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
+                raise
+            if type(error).__name__ == "NoArgsIsHelpError":  # a bare `tinv`: the help is the answer
+                typer.echo(error.format_message())
+                sys.exit(0)
+            context = getattr(error, "ctx", None)
+            where = context.command_path if context is not None else "tinv"
+            report(TinvError(error.format_message(), f"see `{where} --help`"))
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 class TinvTyper(typer.Typer):
     """A Typer app whose commands all go through the error funnel."""
 
@@ -58,6 +88,7 @@ class TinvTyper(typer.Typer):
 
 app = TinvTyper(
     name="tinv",
+    cls=TinvGroup,
     help="Textual Inversion for Stable Diffusion: train, sample, share and convert concept embeddings.",
     no_args_is_help=True,
     rich_markup_mode=None,  # help texts mention [train] and [hub] tables: print them as written
