@@ -8,6 +8,7 @@ family's encoders (``families``). The widths tell the model family the concept w
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 MAX_VECTORS = 75
 
 _TOKEN_RE = re.compile(r"^\S+$")
+# Unicode categories of characters a token must not hold: controls, formatting marks (bidi overrides, BOM,
+# zero-width joiners), surrogates, private use and unassigned code points.
+_INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn"}
 
 
 def token_names(token: str, count: int) -> list[str]:
@@ -36,6 +40,11 @@ def check_token(token: str) -> str | None:
         return "the token is empty"
     if not _TOKEN_RE.match(token):
         return f"token {token!r} contains whitespace"
+    invisible = next((c for c in token if unicodedata.category(c) in _INVISIBLE), None)
+    if invisible is not None:
+        # Control characters (ESC, NUL), bidirectional overrides (U+202E) and byte-order marks print as nothing
+        # or rearrange the terminal: a token holding one looks like another token.
+        return f"token {token!r} contains the invisible or control character U+{ord(invisible):04X}"
     if len(token) > 100:
         return f"token {token[:20]!r}... is longer than 100 characters"
     return None

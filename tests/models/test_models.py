@@ -212,10 +212,15 @@ def test_hub_download_gated_missing_and_offline(tiny_model_dir: Path, tmp_path: 
     assert results["offline"] == ["loaded", "StableDiffusionPipeline", [32]]
 
 
-def test_network_down_and_not_cached() -> None:
+def test_network_down_and_not_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     # What huggingface_hub raises when the connection fails and the file is not cached. (A real refused
     # connection costs about 25 s of the client's own retries, too slow for a unit test.)
+    from huggingface_hub import constants
     from huggingface_hub.errors import LocalEntryNotFoundError
+
+    # Online, as a user whose network is down is: the suite's HF_HUB_OFFLINE=1 reaches huggingface_hub's
+    # constants only when it is first imported after the fixture set it, so the test says which it is about.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
     try:
         try:

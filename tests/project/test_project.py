@@ -678,13 +678,33 @@ def test_check_project_multi_vector_names_are_checked(tmp_path: Path) -> None:
 def test_check_project_without_tokenizer_is_skipped(tmp_path: Path) -> None:
     empty_model = tmp_path / "empty-model"
     (empty_model / "tokenizer").mkdir(parents=True)
-    for base in [str(empty_model), "org/not-downloaded", str(tmp_path / "missing")]:
+    for base in [str(empty_model), "org/not-downloaded"]:
         project = project_with(tmp_path / PROJECT_FILE, base, concept("a", "<|endoftext|>", " "))
         assert check_project(project) == [f"tokenizer of {base} not available locally; token checks skipped"]
     # A built-in model that does not exist is a mistake to report, not a tokenizer to skip.
     unknown = project_with(tmp_path / PROJECT_FILE, "builtin:tiny", concept("a", "<a>", "dog"))
     with pytest.raises(NotFoundError, match="no built-in model 'tiny'"):
         check_project(unknown)
+
+
+def test_check_refuses_a_base_model_path_that_does_not_exist(tmp_path: Path) -> None:
+    make_images(tmp_path / "i")
+    path = write_project(
+        tmp_path,
+        '# a project\n[model]\nbase = "./models/not-there"\n\n[concepts.a]\ninitializer = "dog"\nimages = "i"\n',
+    )
+    with pytest.raises(ProjectError) as caught:
+        check_project(load_project(path))
+    assert [(p.line, p.message) for p in caught.value.problems] == [
+        (3, f"[model] base: {tmp_path / 'models' / 'not-there'} does not exist")
+    ]
+
+
+def test_a_utf8_byte_order_mark_is_not_a_syntax_error(tmp_path: Path) -> None:
+    make_images(tmp_path / "i")
+    path = tmp_path / PROJECT_FILE
+    path.write_bytes(b"\xef\xbb\xbf" + b'[concepts.a]\ninitializer = "dog"\nimages = "i"\n')
+    assert list(load_project(path).concepts) == ["a"]
 
 
 def test_check_project_finds_a_tokenizer_in_the_hf_cache(

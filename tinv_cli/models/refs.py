@@ -48,7 +48,7 @@ def _local_folder(base: str) -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def _looks_like_path(base: str) -> bool:
+def looks_like_path(base: str) -> bool:
     """True for text that can only mean a folder: ``./x``, ``../x``, ``/x``, ``~/x``, ``C:\\x`` or ``a/b/c``."""
     return (
         base.startswith((".", "/", "~", "\\"))
@@ -72,7 +72,7 @@ def check_model_ref(base: str) -> Path | None:
                 "or a Hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5",
             )
         return folder
-    if _looks_like_path(base):
+    if looks_like_path(base):
         raise NotFoundError(f"model folder {base} does not exist", "check the path given to --model")
     try:
         validate_repo_id(base)

@@ -246,7 +246,8 @@ def load_project(path: Path, *, check_images: bool = True) -> Project:
             f"project file {path} does not exist", "run `tinv init` to create one, or pass --project PATH"
         ) from None
     try:
-        text = raw.decode("utf-8")
+        # A byte-order mark (Windows editors write one) is not part of the TOML; tomllib would refuse it.
+        text = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ProjectError(

@@ -10,7 +10,7 @@ from tinv_cli.embedding import token_names
 from tinv_cli.errors import ModelError, Problem, ProjectError
 from tinv_cli.project.config import ModelConfig, Project
 from tinv_cli.project.schema import quote, table_label
-from tinv_cli.project.toml_lines import key_lines, line_of
+from tinv_cli.project.toml_lines import KeyPath, key_lines, line_of
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
@@ -88,19 +88,35 @@ def _local_tokenizer(model: ModelConfig) -> CLIPTokenizer | None:
     return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
+def _check_base_model(project: Project, lines: dict[KeyPath, int]) -> None:
+    """Refuses a ``[model] base`` written as a path that is not there, with its line. A Hub id that is not
+    downloaded yet is fine: it is only fetched (and checked) when a command loads it."""
+    from tinv_cli.models.refs import looks_like_path
+
+    base = project.model.base
+    if looks_like_path(base) and not Path(base).expanduser().exists():
+        problem = Problem(
+            project.path, line_of(lines, ("model", "base")), f"[model] base: {base} does not exist"
+        )
+        raise ProjectError(
+            [problem], "point base at a model folder or file, or write a Hub id such as org/name"
+        )
+
+
 def check_project(project: Project) -> list[str]:
     """Check every concept's placeholder and initializer against the base model's tokenizer.
 
     Returns notes (including one saying the checks were skipped when the tokenizer is not on this machine);
     raises ``ProjectError`` with every problem at once.
     """
-    tokenizer = _local_tokenizer(project.model)
-    if tokenizer is None:
-        return [f"tokenizer of {project.model.base} not available locally; token checks skipped"]
     try:
         lines = key_lines(project.path.read_text(encoding="utf-8"))
     except OSError:
         lines = {}
+    _check_base_model(project, lines)
+    tokenizer = _local_tokenizer(project.model)
+    if tokenizer is None:
+        return [f"tokenizer of {project.model.base} not available locally; token checks skipped"]
 
     vocab = tokenizer.get_vocab()
     notes: list[str] = []
