@@ -147,6 +147,9 @@ def sample(
         batch_size=batch_size,
         low_vram=low_vram,
     )
+    from tinv_cli.paths import check_folder
+
+    check_folder(out.absolute(), "output folder")  # before the model loads, not after the images are made
     display = _ProgressDisplay(quiet=json)
     try:
         result = run(prompt, options, progress=display)

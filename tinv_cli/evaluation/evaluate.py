@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinv_cli.errors import DataError, ModelError
+from tinv_cli.errors import DataError, ModelError, TinvError
+from tinv_cli.paths import check_folder
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -100,6 +101,11 @@ def evaluate(registry: Registry, ref: str, options: EvalOptions, report: Report 
     options.check()
     say = report or (lambda message: None)
     entry = registry.get(ref)
+    picture = options.out or Path(f"{entry.name}-eval.png")
+    # The picture is written last, after every sample: a place it cannot go is refused first.
+    check_folder(picture.absolute().parent, "folder for the picture")
+    if picture.is_dir():
+        raise TinvError(f"{picture} is a folder", "pass --out with a file name, e.g. --out eval.png")
     base = entry.base_model
     if not base:
         raise ModelError(

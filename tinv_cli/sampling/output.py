@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tinv_cli.errors import TinvError
+from tinv_cli.paths import ensure_folder
 from tinv_cli.sampling import pngmeta
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class Samples(Protocol):
 
 def save_result(result: Samples, out_dir: Path, *, grid: bool = False) -> list[Path]:
     """Write every image of ``result`` (and the grid, last) into ``out_dir``; returns the paths in order."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_folder(out_dir, "output folder")
     stem = slug(result.prompt)
     written = []
     for image, seed, parameters, metadata in zip(
