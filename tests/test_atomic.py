@@ -149,3 +149,75 @@ def test_replace_dir_after_a_crash_between_its_renames(tmp_path: Path) -> None:
     atomic.replace_dir(path, lambda folder: (folder / "state").write_text("new"))
     assert (path / "state").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint"]
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid  # reaped: no process has this pid now (barring reuse within the test)
+
+
+@posix_only
+def test_stray_temps_are_those_of_dead_writers(tmp_path: Path) -> None:
+    dead = tmp_path / f".meta.json.{_dead_pid()}.0badf00d.tmp"
+    dead.write_text("{")
+    dead_folder = tmp_path / f".checkpoint.{_dead_pid()}.12345678.tmp"
+    dead_folder.mkdir()
+    (dead_folder / "state.pt").write_bytes(b"x")
+    mine = atomic.temp_path(tmp_path / "loss.png")
+    mine.write_bytes(b"x")
+    alive = tmp_path / ".metrics.jsonl.1.abcdef01.tmp"  # pid 1 is always alive
+    alive.write_text("")
+    (tmp_path / "kept.json").write_text("{}")
+    assert atomic.stray_temps(tmp_path) == sorted([dead, dead_folder])
+    assert atomic.remove_stray_temps(tmp_path) == sorted([dead, dead_folder])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, alive.name, "kept.json"])
+    assert atomic.stray_temps(tmp_path / "missing") == []
+
+
+def test_a_lock_is_exclusive_and_dies_with_its_holder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "run.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from tinv_cli.atomic import Lock; "
+            "lock = Lock(Path(sys.argv[1])); assert lock.acquire(); print('held', flush=True); time.sleep(600)",
+            str(path),
+        ],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert not atomic.Lock(path).acquire(wait=False)
+    finally:
+        holder.kill()  # SIGKILL: the OS releases the lock, no code of the holder's runs
+        holder.wait(timeout=60)
+    mine = atomic.Lock(path)
+    assert mine.acquire(wait=False) and mine.held
+    assert not atomic.Lock(path).acquire(wait=False)  # another open file in this process is another owner
+    mine.release()
+    with atomic.Lock(path) as again:
+        assert again.held
+    assert not again.held
+
+
+@posix_only
+def test_a_lock_follows_its_name_when_a_sweeper_replaced_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    sweeper = atomic.Lock(path)
+    assert sweeper.acquire()
+    path.unlink()  # what a sweep does with a free lock, while the next holder is opening it
+    mine = atomic.Lock(path)
+    assert mine.acquire(wait=False)  # the old inode is locked by the sweeper: this one makes the file anew
+    assert path.is_file()
+    assert not atomic.Lock(path).acquire(wait=False)
+    mine.release(), sweeper.release()

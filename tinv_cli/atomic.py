@@ -12,6 +12,11 @@ loop (concept files, metadata, a checkpoint every N steps, a plot), so it never 
 Temporary names are ``.NAME.PID.RANDOM.tmp`` beside the target: hidden, recognisably tinv's, never a name a
 reader looks for, and removed when the write fails. The writer creates the file itself (not mkstemp's 0600 one),
 so the result gets the usual permissions for a new file (0666 less the umask) unless ``mode`` gives others.
+
+What a killed process leaves (a temporary file, a staging folder) is found by the next one without guessing from
+ages: ``stray_temps`` lists the temporary names whose pid is not a live process on this host, and ``Lock`` is an OS
+lock on a file (``flock`` on POSIX, ``msvcrt.locking`` on Windows) that the kernel releases when its holder ends,
+however it ends, SIGKILL included. A marker file would outlive a killed holder; the lock cannot.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 _OLD_SUFFIX = ".old"
 
@@ -37,6 +44,128 @@ def temp_path(path: Path) -> Path:
 def leftovers(path: Path) -> list[Path]:
     """The temporary files and folders that writers of ``path`` left behind when their process died."""
     return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+
+
+# ``temp_path``'s names: .NAME.PID.RANDOM.tmp
+_TEMP_RE = re.compile(r"\A\..+\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp\Z")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process on this host. True where that cannot be told (Windows, where
+    ``os.kill(pid, 0)`` would end the process), so nothing of a live writer's is ever taken for a leftover."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def stray_temps(folder: Path) -> list[Path]:
+    """The temporary files and folders in ``folder`` whose writer (the pid in the name) is no longer alive."""
+    try:
+        children = sorted(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    stray = []
+    for child in children:
+        match = _TEMP_RE.match(child.name)
+        if match and int(match["pid"]) != os.getpid() and not pid_alive(int(match["pid"])):
+            stray.append(child)
+    return stray
+
+
+def remove_stray_temps(folder: Path) -> list[Path]:
+    """Delete what ``stray_temps`` finds; returns what was removed."""
+    removed = stray_temps(folder)
+    for path in removed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return removed
+
+
+class Lock:
+    """An exclusive OS lock on the file ``path`` (created if missing), held by this process until ``release``
+    or until the process ends in any way. ``acquire(wait=False)`` returns False when another process holds it.
+
+    The lock belongs to the open file, so a second ``Lock`` on the same path in one process is refused too. A
+    holder that finds, once locked, that ``path`` was deleted or replaced meanwhile (a sweeper removing a free
+    lock file) locks the new file instead, so a lock is always on the file the name points at.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: IO[bytes] | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
+    def acquire(self, *, wait: bool = False) -> bool:
+        if self._handle is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            handle = open(self.path, "a+b")  # noqa: SIM115 -- held open for as long as the lock is
+            try:
+                if not _lock(handle, wait):
+                    handle.close()
+                    return False
+                if _same_file(handle, self.path):
+                    self._handle = handle
+                    return True
+            except BaseException:
+                handle.close()
+                raise
+            handle.close()  # the name moved on to another file while we waited: lock that one
+
+    def release(self) -> None:
+        """Unlock and close; the lock file itself stays (deleting it would race with the next holder)."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()  # closing releases the lock on every platform
+
+    def __enter__(self) -> Lock:
+        self.acquire(wait=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _same_file(handle: IO[bytes], path: Path) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(handle.fileno())
+    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _lock(handle: IO[bytes], wait: bool) -> bool:
+    if sys.platform == "win32":
+        import msvcrt
+
+        handle.seek(0)
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+        except OSError:
+            if wait:
+                raise
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
 
 
 def previous(path: Path) -> Path:

@@ -521,3 +521,77 @@ def test_model_card_front_matter_is_yaml_the_hub_reads(license_id: str) -> None:
     }
     assert yaml.safe_load("\n".join(front_matter(card))) == expected
     assert ModelCard(card).data.to_dict() == expected
+
+
+# What a killed process leaves in tmp/
+
+_KILLED_ADD = """
+import sys, time
+from pathlib import Path
+from tinv_cli.formats import writers
+from tinv_cli.registry.store import Registry
+from tests.registry.test_registry import make_embedding
+
+real = writers.write_concepts_library
+def write_then_hang(embedding, folder, **kwargs):
+    real(embedding, folder, **kwargs)
+    (Path(folder) / "big.bin").write_bytes(bytes(1 << 20))  # what a big import has copied so far
+    print("staged", flush=True)
+    time.sleep(600)
+writers.write_concepts_library = write_then_hang
+Registry(Path(sys.argv[1])).add("cat-toy", make_embedding(), source={"type": "imported"})
+"""
+
+
+def _killed_add(home: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_ADD, str(home)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "staged\n"
+    finally:
+        process.kill()  # SIGKILL: no finally block, no cleanup of its own
+        process.wait(timeout=60)
+
+
+def test_a_killed_add_leaves_a_staging_folder_the_next_add_removes_at_once(registry: Registry) -> None:
+    _killed_add(registry.home)
+    left = sorted(p.name for p in registry.tmp.iterdir())
+    assert len(left) == 2 and left[1] == left[0] + ".lock"  # the folder and its (now free) lock
+    assert (registry.tmp / left[0] / "big.bin").is_file()
+    entry = registry.add("dog", make_embedding(seed=3), source=TRAINED)  # seconds later, not an hour
+    assert list(registry.tmp.iterdir()) == []
+    assert [e.ref for e in registry.list()] == [entry.ref]
+
+
+def test_the_sweep_spares_a_folder_a_live_process_is_building(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tinv_cli.atomic import Lock
+
+    # Another process's add in progress: its folder and the lock it holds (held here by a second open file,
+    # which the OS treats as another owner).
+    registry.tmp.mkdir(parents=True)
+    busy = registry.tmp / "add-dog-0123"
+    busy.mkdir()
+    (busy / "learned_embeds.safetensors").write_bytes(b"x")
+    holder = Lock(registry.tmp / "add-dog-0123.lock")
+    assert holder.acquire()
+    # An old folder with no lock file (an older tinv's) still goes by age, a young one stays.
+    old, young = registry.tmp / "add-old-1", registry.tmp / "add-young-1"
+    old.mkdir(), young.mkdir()
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    try:
+        registry.add("cat-toy", make_embedding(), source=TRAINED)
+        assert sorted(p.name for p in registry.tmp.iterdir()) == [
+            "add-dog-0123", "add-dog-0123.lock", "add-young-1",
+        ]  # fmt: skip
+    finally:
+        holder.release()
+    registry.remove("cat-toy")  # a remove sweeps too, once the builder is gone
+    assert sorted(p.name for p in registry.tmp.iterdir()) == ["add-young-1"]

@@ -5,6 +5,10 @@ plus ``tinv.json``. A version folder is built under ``$TINV_HOME/tmp/`` and move
 and removed by renaming it back out first, so a reader (or a crash) never sees half an entry. Nothing is
 overwritten: adding under an existing name makes the next version.
 
+Each folder in tmp/ has a lock file beside it (``X.lock`` for ``X``), locked by the process working on it for as
+long as it does; the lock dies with its process. So the next add or remove sweeps, at once and whatever their age,
+the folders whose lock it can take: what a killed import left (hundreds of MB for a big one) does not wait an hour.
+
 Listing reads only ``tinv.json`` files, so ``tinv list`` never imports torch; the embedding itself is read on
 demand through ``formats``.
 """
@@ -18,7 +22,6 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from tinv_cli.atomic import write_json, write_text, write_with
+from tinv_cli.atomic import Lock, write_json, write_text, write_with
 from tinv_cli.errors import NotFoundError, RegistryError
 from tinv_cli.formats.layout import (
     BIN_NAME,
@@ -51,8 +54,9 @@ SOURCE_TYPES = ("trained", "pulled", "imported")
 
 _VERSION_RE = re.compile(r"\A[1-9][0-9]*\Z")
 
-# A staging or removal folder this old belongs to a process that died; no add takes anywhere near this long.
+# A folder in tmp/ without a lock file (one an older tinv made) this old belongs to a process that died.
 STALE_AFTER_S = 3600.0
+_LOCK_SUFFIX = ".lock"
 
 # Files of the concepts-library layout that extra_files must not replace.
 _RESERVED = {
@@ -218,13 +222,26 @@ class Registry:
     # Writing
 
     def _clean_stale(self) -> None:
-        """Delete staging and removal folders left in tmp/ by a process that died more than an hour ago."""
+        """Delete what dead processes left in tmp/: at once where the folder's lock is free, by age (an hour)
+        where a folder has no lock file."""
         cutoff = time.time() - STALE_AFTER_S
         try:
-            children = list(os.scandir(self.tmp))
+            children = {child.name: child for child in os.scandir(self.tmp)}
         except FileNotFoundError:
             return
-        for child in children:
+        for name, child in children.items():
+            if name.endswith(_LOCK_SUFFIX):
+                folder = name[: -len(_LOCK_SUFFIX)]
+                lock = Lock(Path(child.path))
+                if lock.acquire(wait=False):
+                    # Nobody works on it: its owner died (or has just finished and is removing it).
+                    shutil.rmtree(self.tmp / folder, ignore_errors=True)
+                    lock.release()
+                    with contextlib.suppress(OSError):
+                        Path(child.path).unlink(missing_ok=True)
+                continue
+            if name + _LOCK_SUFFIX in children:
+                continue  # decided above, by its lock
             try:
                 old = child.stat(follow_symlinks=False).st_mtime < cutoff
             except FileNotFoundError:
@@ -233,6 +250,27 @@ class Registry:
                 shutil.rmtree(child.path, ignore_errors=True)
             elif old:
                 Path(child.path).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _work_folder(self, prefix: str) -> Iterator[Path]:
+        """A fresh path in tmp/ (not created), locked for this process until the block ends, then removed with
+        its lock file. The lock is taken before the folder exists, so a sweep never sees it unlocked."""
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._clean_stale()
+        folder = self.tmp / f"{prefix}-{uuid.uuid4().hex}"
+        lock_path = folder.with_name(folder.name + _LOCK_SUFFIX)
+        lock = Lock(lock_path)
+        lock.acquire(wait=True)
+        try:
+            yield folder
+        finally:
+            try:
+                # After a successful rename the folder no longer exists; otherwise this undoes everything.
+                shutil.rmtree(folder, ignore_errors=True)
+            finally:
+                lock.release()  # first: Windows cannot delete a file that is open
+                with contextlib.suppress(OSError):  # a sweep may be looking at it; it deletes it then
+                    lock_path.unlink(missing_ok=True)
 
     def add(
         self,
@@ -251,7 +289,8 @@ class Registry:
         """Register ``embedding`` as the next version of ``name`` and return the new entry.
 
         The whole version folder is built in tmp/ and renamed into place; if anything fails, the staging
-        folder is deleted and the registry is exactly as it was.
+        folder is deleted and the registry is exactly as it was (if the process is killed, the next add or
+        remove deletes it).
         """
         from tinv_cli.formats import writers
         from tinv_cli.registry.modelcard import model_card
@@ -269,10 +308,8 @@ class Registry:
             if not src.is_file():
                 raise NotFoundError(f"{src}: no such file", f"check the path; nothing was added for {name}")
 
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        self._clean_stale()
-        staging = Path(tempfile.mkdtemp(prefix=f"add-{name}-", dir=self.tmp))
-        try:
+        with self._work_folder(f"add-{name}") as staging:
+            staging.mkdir()
             writers.write_concepts_library(embedding, staging, kind=kind, images=tuple(images), readme=None)
             for rel, src in extras.items():
                 write_with(staging.joinpath(*rel.parts), functools.partial(shutil.copyfile, src))
@@ -301,9 +338,6 @@ class Registry:
                 "images": len(image_names),
             }
             return self._move_into_place(name, staging, info, lambda i: model_card(i, image_names))
-        finally:
-            # After a successful rename the staging path no longer exists; otherwise this undoes everything.
-            shutil.rmtree(staging, ignore_errors=True)
 
     def _move_into_place(
         self, name: str, staging: Path, info: dict[str, Any], card: Callable[[dict[str, Any]], str]
@@ -344,11 +378,10 @@ class Registry:
 
     def _move_out(self, path: Path, label: str) -> None:
         """Rename ``path`` into tmp/ (one atomic step out of the registry), then delete it at leisure."""
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        trash = self.tmp / f"rm-{label}-{uuid.uuid4().hex}"
-        os.rename(path, trash)
-        # The entry is already gone from the registry; anything left behind is swept by _clean_stale.
-        shutil.rmtree(trash, ignore_errors=True)
+        with self._work_folder(f"rm-{label}") as trash:
+            # The entry is gone from the registry after this rename; a kill while deleting it leaves a folder
+            # whose lock dies with us, for the next sweep.
+            os.rename(path, trash)
 
     def remove(self, ref: str) -> list[Entry]:
         """Remove ``name`` (every version) or ``name@N`` (that one). Returns the entries removed."""
