@@ -9,6 +9,7 @@ import pytest
 
 from tests.tiny import build_tiny_pipeline
 from tinv_cli.embedding import Embedding, token_names
+from tinv_cli.formats.layout import BIN_NAME, KIND_FILE, README_FILE, SAFE_NAME, TOKEN_FILE
 from tinv_cli.registry.store import Registry
 from tinv_cli.registry.transfer import export_entry
 
@@ -36,8 +37,14 @@ def test_export_loads_with_diffusers(
     written = export_entry(entry, fmt, tmp_path / filename)
     target = tmp_path / filename
     if fmt == "concepts-library":
-        target = target / "learned_embeds.bin"
+        # A folder: export_entry returns the files written inside it, in order; diffusers loads the .bin.
+        folder, target = target, target / BIN_NAME
+        files = (SAFE_NAME, BIN_NAME, TOKEN_FILE, KIND_FILE, README_FILE)  # README: the entry's model card
+        assert written == [folder / name for name in files]
+    else:
+        assert written == [target]  # one file, the one diffusers loads
     assert target in written  # the file diffusers loads is one export_entry says it wrote
+    assert all(path.is_file() for path in written)
 
     pipe = build_tiny_pipeline(width)
     if (

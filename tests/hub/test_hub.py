@@ -356,6 +356,7 @@ def test_concepts_library_repo_found_by_search_pulls_samples_and_is_served_offli
     assert [e.name for e in _registry(offline_home).list()] == ["offline-cat"]
 
 
+@pytest.mark.slow
 def test_gated_repo_foreign_namespace_and_public_target_are_refused(hub: LocalHub, tmp_path: Path) -> None:
     _concepts_library_repo(hub, "bobs-org/gated-toy", "<gated-toy>", _tensor(1, 2)[0], gated=True)
 
