@@ -21,6 +21,7 @@ however it ends, SIGKILL included. A marker file would outlive a killed holder; 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import json
@@ -109,9 +110,14 @@ class Lock:
     def acquire(self, *, wait: bool = False) -> bool:
         if self._handle is not None:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            handle = open(self.path, "a+b")  # noqa: SIM115 -- held open for as long as the lock is
+            try:
+                handle = open(self.path, "a+b")  # noqa: SIM115 -- held open for as long as the lock is
+            except (
+                FileNotFoundError
+            ):  # no folder yet, or its last holder just removed it (remove_and_release)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                continue
             try:
                 if not _lock(handle, wait):
                     handle.close()
@@ -125,10 +131,18 @@ class Lock:
             handle.close()  # the name moved on to another file while we waited: lock that one
 
     def release(self) -> None:
-        """Unlock and close; the lock file itself stays (deleting it would race with the next holder)."""
+        """Unlock and close; the lock file stays."""
         handle, self._handle = self._handle, None
         if handle is not None:
             handle.close()  # closing releases the lock on every platform
+
+    def remove_and_release(self) -> None:
+        """Delete the lock file while still holding it, then release. Safe: a process waiting on the old file
+        finds, once it has it, that the name is gone, and locks a new file (``acquire``)."""
+        if self._handle is not None:
+            with contextlib.suppress(OSError):  # Windows cannot delete an open file: it stays
+                self.path.unlink()
+        self.release()
 
     def __enter__(self) -> Lock:
         self.acquire(wait=True)

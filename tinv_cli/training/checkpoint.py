@@ -3,7 +3,7 @@
 Layout inside a run folder::
 
     checkpoint/state.pt     the [n, d] vectors, optimizer, lr scheduler, grad scaler and every RNG state
-    checkpoint/meta.json    step, the settings and their hash, finished flag (readable without torch)
+    checkpoint/meta.json    step, the settings and their hash, finished flag, the run's id (readable without torch)
 
 A checkpoint is built in a temporary folder next to the old one and swapped in with two renames (old out,
 new in) by ``atomic.replace_dir``. A crash at any point leaves either the previous checkpoint or the new one:
@@ -44,6 +44,7 @@ class CheckpointInfo:
     finished: bool
     entry: str | None
     wall_time_s: float
+    run_id: str | None = None  # names the run in the entry it registers (None in checkpoints of older tinv)
 
 
 def find(run_dir: Path) -> Path | None:
@@ -74,11 +75,12 @@ def read_info(run_dir: Path) -> CheckpointInfo | None:
             finished=bool(meta.get("finished", False)),
             entry=meta.get("entry"),
             wall_time_s=float(meta.get("wall_time_s", 0.0)),
+            run_id=meta.get("run_id"),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise TinvError(
             f"{meta_path}: unreadable checkpoint metadata ({exc})",
-            "start over with `tinv train NAME --restart`",
+            f"start over with `tinv train {run_dir.name} --restart`",  # run folders are named after the concept
         ) from None
 
 
@@ -104,7 +106,8 @@ def load_state(folder: Path) -> dict[str, Any]:
         return dict(torch.load(path, map_location="cpu", weights_only=True))
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise TinvError(
-            f"{path}: the checkpoint cannot be read ({exc})", "start over with `tinv train NAME --restart`"
+            f"{path}: the checkpoint cannot be read ({exc})",
+            f"start over with `tinv train {folder.parent.name} --restart`",
         ) from None
 
 
@@ -117,6 +120,17 @@ def update_meta(run_dir: Path, **changes: Any) -> None:
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta.update(changes)
     atomic.write_json(meta_path, meta)
+
+
+def sweep(run_dir: Path) -> list[Path]:
+    """Delete the temporary files and folders that killed runs left in the run folder and its checkpoint
+    (``.checkpoint.*.tmp``, ``.meta.json.*.tmp``, ...): those whose writer's pid is not alive. Returns them."""
+    current = run_dir / CHECKPOINT_DIR
+    return [
+        p
+        for folder in (run_dir, current, atomic.previous(current))
+        for p in atomic.remove_stray_temps(folder)
+    ]
 
 
 def discard(run_dir: Path) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -39,7 +40,7 @@ from tinv_cli import compat
 from tinv_cli.errors import TinvError
 from tinv_cli.families import describe_widths
 from tinv_cli.training import checkpoint, resume, speed
-from tinv_cli.training.process import StepRate, StopSignal, cpu_processes, peak_memory
+from tinv_cli.training.process import RunLock, StepRate, Stopped, StopSignal, cpu_processes, peak_memory
 from tinv_cli.training.request import (
     StartInfo,
     TrainCallbacks,
@@ -54,6 +55,7 @@ from tinv_cli.training.request import (
 if TYPE_CHECKING:
     import torch
 
+    from tinv_cli.registry.entry import Entry
     from tinv_cli.registry.store import Registry
     from tinv_cli.training.inversion import Parts
     from tinv_cli.training.validation import Validator
@@ -75,20 +77,28 @@ def train(
 ) -> TrainSummary:
     """Train ``request.concept``, checkpointing as it goes, and register the result.
 
-    Resumes from the run's checkpoint when its settings match; raises ``TrainingInterrupted`` after saving one
-    on SIGINT/SIGTERM. ``pipeline``: train on a pipeline already in memory instead of loading the base model;
-    its modules are used as they are and handed back unchanged (same modules, weights, devices and modes).
+    Resumes from the run's checkpoint when its settings match. SIGINT/SIGTERM are handled for the whole call:
+    during set-up they stop it at once (``TrainingInterrupted``, nothing saved, any checkpoint as it was);
+    during training the run saves a checkpoint and raises ``TrainingInterrupted``; after the last step the
+    run is complete, so it is saved and registered and the summary says a stop was asked for. Refuses
+    (``TinvError``) while another process trains the same concept. ``pipeline``: train on a pipeline already
+    in memory instead of loading the base model; its modules are used as they are and handed back unchanged
+    (same modules, weights, devices and modes).
     """
     from tinv_cli.registry.store import Registry
 
     recipe = _Recipe(request, callbacks or TrainCallbacks(), registry if registry is not None else Registry())
-    try:
-        recipe.setup(pipeline)
-        with StopSignal() as stop:
+    with StopSignal() as stop:
+        try:
+            try:
+                with stop.immediately():
+                    recipe.setup(pipeline)
+            except Stopped:
+                raise recipe.interrupted_in_setup(stop) from None
             recipe.train(stop)
-        return recipe.finish()
-    finally:
-        recipe.cleanup()
+            return recipe.finish(stop)
+        finally:
+            recipe.cleanup()
 
 
 class _Recipe:
@@ -107,14 +117,30 @@ class _Recipe:
         self.validations: list[Path] = []
         self.validator: Validator | None = None
         self.it_s: float | None = None
+        self.lock: RunLock | None = None
+        self.saved: checkpoint.CheckpointInfo | None = None  # the checkpoint this run resumes from
 
     # --- setup --------------------------------------------------------------------------------------------
 
     def setup(self, pipeline: Any | None) -> None:
-        saved = self._setup_run()
+        self.saved = self._setup_run()
         self._setup_model(pipeline)
         self._setup_optimizer()
-        self._setup_state(saved)
+        self._setup_state(self.saved)
+
+    def interrupted_in_setup(self, stop: StopSignal) -> TrainingInterrupted:
+        """The error for a stop signal during set-up, which saves nothing: whatever checkpoint there was stays."""
+        name = self.request.concept
+        if self.saved is not None:
+            return TrainingInterrupted(
+                f"{stop.name}: interrupted before training resumed; the checkpoint at step "
+                f"{self.saved.step}/{self.saved.total_steps} in {self.run_dir} is as it was",
+                f"run `tinv train {name}` to resume",
+            )
+        return TrainingInterrupted(
+            f"{stop.name}: interrupted before training started; nothing to resume",
+            f"run `tinv train {name}` to start again",
+        )
 
     def _setup_run(self) -> checkpoint.CheckpointInfo | None:
         """Settings, images, processes and the resume decision: everything refusable, before any model."""
@@ -143,7 +169,13 @@ class _Recipe:
         # The process group (under torchrun or accelerate launch) comes up here; only rank 0 reports.
         cpu = cpu_processes()
         state = PartialState(cpu=cpu)
-        if not state.is_main_process:
+        self.run_dir = run_dir_for(concept.name)
+        if state.is_main_process:
+            # Before anything reads or writes the run folder: one run per concept at a time (RunLock).
+            self.lock = RunLock(self.run_dir, concept.name)
+            self.lock.acquire()
+            checkpoint.sweep(self.run_dir)  # what killed runs left half-written; nothing live writes here now
+        else:
             self.callbacks = TrainCallbacks()
         say = self.callbacks.on_message
         if self.start_entry is not None and self.start_entry.num_vectors != concept.vectors:
@@ -171,7 +203,6 @@ class _Recipe:
         # accelerate keeps one state per process and refuses a second Accelerator with another precision; a
         # second run in one process (a notebook, the test suite) is legitimate, so its state starts afresh.
         compat.reset_accelerate_state()
-        self.run_dir = run_dir_for(concept.name)
         self.accelerator = Accelerator(
             cpu=cpu,
             mixed_precision=config.mixed_precision,
@@ -311,6 +342,8 @@ class _Recipe:
         )
         self.loss_sum = torch.zeros((), device=self.device)
         self.loss_count = 0
+        # Names this run in the entry it registers, so a rerun after a kill finds that entry (finish).
+        self.run_id = saved.run_id if saved is not None and saved.run_id else uuid.uuid4().hex
         if saved is not None:
             restored = resume.restore(
                 checkpoint.load_state(saved.path),
@@ -321,7 +354,9 @@ class _Recipe:
                 self.accelerator.scaler,
                 self.stream,
                 self.noise,
+                self.loss_sum,
             )
+            self.loss_count = restored.loss_count
             self.step = self.checkpoint_step = saved.step
             self.wall_before = saved.wall_time_s
             self.last_loss = restored.last_loss
@@ -597,8 +632,9 @@ class _Recipe:
 
         if self.checkpoint_step == self.step:
             return
-        self._read_loss()
-        rng = resume.rng_state(self.stream, self.noise)
+        # The loss window is saved as it is, not read (which would end it): the logged means then depend on
+        # the step alone, whatever checkpoint_every is, and a resumed run logs the same ones.
+        rng = resume.rng_state(self.stream, self.noise, self.loss_sum, self.loss_count)
         every_rng = gather_object([rng]) if self.world > 1 else [rng]
         if self.main:
             state = resume.state(
@@ -619,6 +655,7 @@ class _Recipe:
                 "entry": None,
                 "wall_time_s": self._wall_time(),
                 "project": str(self.request.project.path),
+                "run_id": self.run_id,
             }
             path = checkpoint.save(self.run_dir, state, meta)
             records = metrics.read_metrics(self.run_dir / metrics.METRICS_FILE)
@@ -634,7 +671,7 @@ class _Recipe:
 
     # --- finish: register the result ----------------------------------------------------------------------
 
-    def finish(self) -> TrainSummary:
+    def finish(self, stop: StopSignal) -> TrainSummary:
         from accelerate.utils import broadcast_object_list, gather_object
 
         from tinv_cli.embedding import Embedding
@@ -672,20 +709,35 @@ class _Recipe:
                 "effective_learning_rate": self.learning_rate,  # after --scale-lr
                 "num_processes": self.world,
                 "device": self.device.type,
+                "run_id": self.run_id,
             }
-            entry = self.registry.add(
-                concept.name,
-                Embedding(concept.token, vectors),
-                kind=concept.kind,
-                source={"type": "trained", "run": str(self.run_dir)},
-                images=self.images.paths,
-                base_model=self.base,
-                base_model_revision=self.revision,
-                training=training,
-                extra_files={"validation.png": grid} if grid else None,
-            )
+            # Registering and marking the checkpoint finished are two writes; a kill between them leaves an
+            # unfinished checkpoint at the last step, whose rerun lands here again and must not add a second
+            # version: the entry carrying this run's id is the one it made.
+            entry = self._registered()
+            if entry is None:
+                entry = self.registry.add(
+                    concept.name,
+                    Embedding(concept.token, vectors),
+                    kind=concept.kind,
+                    source={"type": "trained", "run": str(self.run_dir)},
+                    images=self.images.paths,
+                    base_model=self.base,
+                    base_model_revision=self.revision,
+                    training=training,
+                    extra_files={"validation.png": grid} if grid else None,
+                )
+            else:
+                self.callbacks.on_message(
+                    f"{entry.ref} was registered by this run before it was stopped; nothing added"
+                )
             checkpoint.update_meta(self.run_dir, finished=True, entry=entry.ref)
             ref = [entry.ref]
+            if stop.received is not None:
+                self.callbacks.on_message(
+                    f"{stop.name} after the last step: the run was complete, so it was saved and registered "
+                    f"as {entry.ref}; nothing to resume"
+                )
         if self.world > 1:
             broadcast_object_list(ref)
         if self.request.report_to:
@@ -713,11 +765,28 @@ class _Recipe:
         self.callbacks.on_end(summary)
         return summary
 
+    def _registered(self) -> Entry | None:
+        """The version of this concept that this run registered already, if any."""
+        return next(
+            (e for e in self.registry.versions(self.concept.name) if _run_id(e) == self.run_id),
+            None,
+        )
+
     # --- cleanup ------------------------------------------------------------------------------------------
 
     def cleanup(self) -> None:
-        """Hand the modules back as they came: embedding module, devices, modes, requires_grad."""
-        if self.validator is not None:
-            self.validator.close()  # first: a grid being made still uses the modules
-        while self.undo:
-            self.undo.pop()()
+        """Hand the modules back as they came: embedding module, devices, modes, requires_grad; then the run
+        folder's lock."""
+        try:
+            if self.validator is not None:
+                self.validator.close()  # first: a grid being made still uses the modules
+            while self.undo:
+                self.undo.pop()()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+
+def _run_id(entry: Entry) -> object:
+    training = entry.info.get("training")
+    return training.get("run_id") if isinstance(training, dict) else None

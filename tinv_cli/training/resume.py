@@ -3,8 +3,9 @@ next step depends on, saved and restored.
 
 A run's identity is ``run_settings``: a checkpoint resumes only a run with the same settings (``checkpoint.
 resumable`` compares their hash and names what changed). The state is the trainable vectors, the optimizer, the
-learning-rate schedule, the fp16 grad scaler and every random stream of every process; ``checkpoint.py``
-writes and reads it atomically.
+learning-rate schedule, the fp16 grad scaler, every random stream of every process and each process's loss
+window (the sum of the losses since the last logged step: the logged means depend on the step alone, not on
+when checkpoints were saved); ``checkpoint.py`` writes and reads it atomically.
 """
 
 from __future__ import annotations
@@ -61,12 +62,16 @@ def run_settings(
     }
 
 
-def rng_state(stream: SampleStream, noise: torch.Generator) -> dict[str, Any]:
-    """This process's random streams: torch's, numpy's and Python's global ones, the data stream and the noise."""
+def rng_state(
+    stream: SampleStream, noise: torch.Generator, loss_sum: torch.Tensor, loss_count: int
+) -> dict[str, Any]:
+    """This process's own state: its random streams (torch's, numpy's and Python's global ones, the data stream
+    and the noise) and its loss window, the losses summed since the last logged step and their count."""
     return {
         "global": checkpoint.global_rng_state(),
         "stream": stream.state_dict(),
         "noise": noise.get_state(),
+        "loss_window": [loss_sum.detach().cpu().clone(), loss_count],
     }
 
 
@@ -96,6 +101,7 @@ def state(
 class Restored:
     last_loss: float | None
     batched: bool  # whether the run steps its micro-batches as one batch
+    loss_count: int  # the loss window, put back into ``loss_sum`` by ``restore``
 
 
 def restore(
@@ -107,6 +113,7 @@ def restore(
     scaler: Any,
     stream: SampleStream,
     noise: torch.Generator,
+    loss_sum: torch.Tensor,
 ) -> Restored:
     """Put a checkpoint's ``state`` back into a run set up afresh with the same settings."""
     rng = saved["rng"][rank]
@@ -119,4 +126,12 @@ def restore(
     checkpoint.restore_global_rng_state(rng["global"])
     stream.load_state_dict(rng["stream"])
     noise.set_state(rng["noise"])
-    return Restored(last_loss=saved.get("last_loss"), batched=bool(saved.get("batched", False)))
+    # Checkpoints of older tinv read the loss when saving: their window starts empty.
+    window_sum, window_count = rng.get("loss_window", [None, 0])
+    if window_sum is not None:
+        loss_sum.copy_(window_sum.to(loss_sum.device))
+    return Restored(
+        last_loss=saved.get("last_loss"),
+        batched=bool(saved.get("batched", False)),
+        loss_count=int(window_count),
+    )
