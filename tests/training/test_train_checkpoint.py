@@ -157,3 +157,16 @@ def test_image_grid() -> None:
     assert grid.size == (8, 8)
     assert grid.getpixel((5, 1)) == (60, 0, 0) and grid.getpixel((1, 5)) == (120, 0, 0)
     assert grid.getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_hints_name_the_concept_not_a_placeholder(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "cat-toy"
+    checkpoint.save(run_dir, _state(0.5), _meta(10))
+    (run_dir / "checkpoint" / checkpoint.STATE_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(TinvError) as unreadable_state:
+        checkpoint.load_state(run_dir / "checkpoint")
+    (run_dir / "checkpoint" / checkpoint.META_FILE).write_text("{", encoding="utf-8")
+    with pytest.raises(TinvError) as unreadable_meta:
+        checkpoint.read_info(run_dir)
+    for caught in (unreadable_state, unreadable_meta):
+        assert caught.value.hint == "start over with `tinv train cat-toy --restart`"

@@ -233,3 +233,10 @@ def test_changed_settings_refuse_to_resume_until_restart(tmp_path: Path, tiny_mo
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout)["start_step"] == 2
     assert "Resuming cat-toy from its checkpoint at step 2/4" in resumed.stderr
+
+
+def test_the_hint_for_a_missing_concept_names_it(tmp_path: Path, tiny_model_dir: Path) -> None:
+    result = invoke(make_project(tmp_path, tiny_model_dir), "dog")
+    assert "Hint: concepts in this project: cat-toy; add dog with `tinv init --concept dog --images DIR`" in (
+        result.stderr
+    )

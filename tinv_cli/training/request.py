@@ -112,7 +112,7 @@ def resolve_concept(project: Project, name: str, overrides: Mapping[str, Any]) -
         known = ", ".join(sorted(project.concepts)) or "none yet"
         raise NotFoundError(
             f"no concept {name!r} in {project.path}" + (f"; did you mean {close[0]!r}?" if close else ""),
-            f"concepts in this project: {known}; add one with `tinv init --concept NAME --images DIR`",
+            f"concepts in this project: {known}; add {name} with `tinv init --concept {name} --images DIR`",
         )
     train_settings = table_settings(TrainConfig)
     concept_settings = table_settings(Concept)
