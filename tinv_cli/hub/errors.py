@@ -4,19 +4,22 @@ One map for every Hub call tinv makes: ``classify`` says what went wrong (a gate
 revision or file, offline, not in the cache, no token, an invalid id, an HTTP status, no network), read from the
 exception and the ones it was raised from. The words then depend on what tinv was doing: ``hub_errors`` says it
 for ``tinv push``, ``pull`` and ``search`` (HubError, NotFoundError), ``model_download_error`` for downloading a
-base model (ModelError).
+base model (ModelError). ``hub_errors`` and ``model_downloads`` are also where every Hub call gets its bounded wait
+(``hub.http``), so no call can hang on a Hub that accepts the connection and never answers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tinv_cli.errors import HubError, ModelError, NotFoundError, TinvError
+from tinv_cli.hub.http import TIMEOUT_ENV, HubTimeout, bound_hub_requests
 from tinv_cli.models.refs import _LOCAL_HINT
 
 if TYPE_CHECKING:
@@ -38,6 +41,7 @@ class Failure(enum.Enum):
     OFFLINE = "offline"  # HF_HUB_OFFLINE is set and a request was about to be made
     NO_TOKEN = "no token"
     INVALID_ID = "invalid id"
+    TIMEOUT = "timeout"  # the Hub sent nothing for TINV_HUB_TIMEOUT seconds (hub.http)
     HTTP = "http"  # the Hub answered with an error status
     UNREACHABLE_NOT_CACHED = (
         "unreachable, not cached"  # the Hub could not be asked and the cache lacks the files
@@ -94,6 +98,7 @@ def classify(exc: BaseException) -> HubFailure | None:
         (Failure.OFFLINE, (hf.OfflineModeIsEnabled,)),
         (Failure.NO_TOKEN, (hf.LocalTokenNotFoundError,)),
         (Failure.INVALID_ID, (hf.HFValidationError,)),
+        (Failure.TIMEOUT, (HubTimeout,)),
         (Failure.HTTP, (hf.HfHubHTTPError,)),
         # Without network the client falls back to the cache and raises this when the file is not there,
         # whichever HTTP library reported the failure underneath.
@@ -138,21 +143,47 @@ def _login_hint(token: str | None) -> str:
     return "check the name; if the repository is private or gated, log in with `hf auth login`, set HF_TOKEN or pass --token"
 
 
+def timeout_message(timeout: HubTimeout) -> str:
+    """What a ``HubTimeout`` says happened: no answer at all, or an answer that stopped mid-file."""
+    if timeout.path:
+        return (
+            f"the Hub at {timeout.host} stopped answering while sending {timeout.path}: "
+            f"nothing arrived for {timeout.seconds:g} s"
+        )
+    return f"the Hub at {timeout.host} did not answer within {timeout.seconds:g} s"
+
+
+def _longer(timeout: HubTimeout) -> str:
+    return f"{TIMEOUT_ENV}={max(120.0, 4 * timeout.seconds):g} waits longer (now {timeout.seconds:g} s)"
+
+
 def _http_error(failure: HubFailure, action: str, where: str, token: str | None) -> HubError:
     status = failure.status
     detail = redact(str(getattr(failure.error, "server_message", None) or ""), token)
+    said = f": {detail}" if detail else ""
     if status == 401:
         return HubError(
             f"the Hub refused the token (401 {detail or 'unauthorized'})",
             "check HF_TOKEN or --token, or log in again with `hf auth login --force`",
         )
     if status == 403:
+        if action.startswith("push"):
+            hint = "use a token with write access to that namespace, or push to your own with --repo NAMESPACE/NAME"
+        else:
+            hint = "your token may not have access: check HF_TOKEN or --token (`hf auth whoami` shows whose it is)"
+        return HubError(f"the Hub refused to {action}{where} (403 forbidden{said})", hint)
+    if status == 429:
         return HubError(
-            f"the Hub refused to {action}{where} (403 forbidden{': ' + detail if detail else ''})",
-            "use a token with write access to that namespace, or push to your own with --repo NAMESPACE/NAME",
+            f"the Hub is limiting requests (429 too many requests) and did not {action}{where}{said}",
+            "wait a few minutes, then try again",
+        )
+    if status is not None and status >= 500:
+        return HubError(
+            f"the Hub at {endpoint()} had a server error ({status}) when asked to {action}{where}{said}",
+            "the fault is on the Hub's side: trying again later may help; TINV_DEBUG=1 shows the full error",
         )
     return HubError(
-        f"the Hub answered {status} when asked to {action}{where}{': ' + detail if detail else ''}",
+        f"the Hub answered {status} when asked to {action}{where}{said}",
         "try again later; TINV_DEBUG=1 shows the full error",
     )
 
@@ -199,6 +230,12 @@ def _hub_command_error(
         )
     if kind is Failure.INVALID_ID:
         return TinvError(f"{repo!r} is not a valid repository id ({redact(str(failure.error), token)})")
+    if kind is Failure.TIMEOUT and isinstance(failure.error, HubTimeout):
+        cache = "; HF_HUB_OFFLINE=1 pulls from the Hugging Face cache" if action == "pull" else ""
+        return HubError(
+            f"{timeout_message(failure.error)} when asked to {action}{where}",
+            f"try again later; {_longer(failure.error)}{cache}",
+        )
     if kind is Failure.HTTP:
         return _http_error(failure, action, where, token)
     return HubError(f"cannot reach the Hub at {endpoint()} ({type(failure.error).__name__})", _NETWORK_HINT)
@@ -212,7 +249,10 @@ def hub_errors(
 
     ``action`` completes "cannot ..." ("pull", "push to"); tinv's own errors and anything that is not a Hub
     problem pass through unchanged. The Hub's exception stays the cause, for ``TINV_DEBUG=1`` tracebacks.
+    Requests in the block wait at most ``TINV_HUB_TIMEOUT`` seconds for the Hub (``hub.http``).
     """
+    bound_hub_requests()
+    _quiet_client()
     try:
         yield
     except TinvError:
@@ -222,6 +262,16 @@ def hub_errors(
         if failure is None:
             raise
         raise _hub_command_error(failure, action, repo, token, ref) from exc
+
+
+def _quiet_client() -> None:
+    """Keep huggingface_hub's retry notices ("HTTP Error 500 thrown while requesting ...", one per try) off the
+    terminal: the command ends with its own one-line error. ``TINV_DEBUG=1`` leaves them on."""
+    if os.environ.get("TINV_DEBUG") == "1":
+        return
+    from huggingface_hub.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
 
 
 # Words for a base model's download
@@ -260,11 +310,21 @@ def model_download_error(base: str, revision: str | None, exc: BaseException) ->
         )
     if kind is Failure.INVALID_ID:
         return ModelError(f"{base!r} is not a Hugging Face model id", f"write ORG/NAME, {_LOCAL_HINT}")
+    if kind is Failure.TIMEOUT and isinstance(failure.error, HubTimeout):
+        return ModelError(
+            f"{timeout_message(failure.error)} while downloading {base}",
+            f"try again later; {_longer(failure.error)}; HF_HUB_OFFLINE=1 loads it from the cache if it is there",
+        )
     if kind in (Failure.HTTP, Failure.NO_FILE):  # a missing file is the Hub's 404
         if failure.status in (401, 403):
             return ModelError(
                 f"the Hugging Face Hub refused access to {base} (HTTP {failure.status})",
                 f"run `hf auth login` with a token that can read it, and accept its licence on {page}",
+            )
+        if failure.status is not None and failure.status >= 500:
+            return ModelError(
+                f"the Hugging Face Hub had a server error (HTTP {failure.status}) while {base} was downloaded",
+                "the fault is on the Hub's side: trying again later may help",
             )
         return ModelError(
             f"the Hugging Face Hub answered HTTP {failure.status} for {base}", "try again later"
@@ -273,3 +333,19 @@ def model_download_error(base: str, revision: str | None, exc: BaseException) ->
         f"could not reach the Hugging Face Hub to download {base}, and it is not in the cache",
         f"check the network connection (and HF_ENDPOINT if set), {_LOCAL_HINT}",
     )
+
+
+@contextlib.contextmanager
+def model_downloads(base: str, revision: str | None) -> Iterator[None]:
+    """Download base model ``base`` inside the block: each request bounded by ``TINV_HUB_TIMEOUT``, and a Hub,
+    cache or network failure raised as the ModelError ``model_download_error`` words for it."""
+    bound_hub_requests()
+    try:
+        yield
+    except TinvError:
+        raise
+    except Exception as exc:
+        error = model_download_error(base, revision, exc)
+        if error is None:
+            raise
+        raise error from exc

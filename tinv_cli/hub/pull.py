@@ -44,6 +44,39 @@ class PullResult:
 # Pull
 
 
+def sweep_partial_downloads(repo_id: str) -> int:
+    """Delete the ``*.incomplete`` files a killed download left in ``repo_id``'s Hugging Face cache folder, and
+    return how many.
+
+    huggingface_hub writes a file to ``blobs/<etag>[.<random>].incomplete`` while it holds the OS file lock
+    ``.locks/<repo folder>/<etag>.lock``; the OS lets go of that lock when the process dies, even by SIGKILL. A
+    file whose lock can be taken at once therefore has no live writer. Taking the lock also keeps a download
+    that starts meanwhile from writing under the sweep.
+    """
+    from filelock import FileLock, Timeout
+    from huggingface_hub import constants
+
+    folder = "models" + constants.REPO_ID_SEPARATOR + repo_id.replace("/", constants.REPO_ID_SEPARATOR)
+    cache = Path(constants.HF_HUB_CACHE)
+    swept = 0
+    for partial in sorted((cache / folder / "blobs").glob("*.incomplete")):
+        etag = partial.name.split(".", 1)[0]
+        lock = FileLock(cache / ".locks" / folder / f"{etag}.lock")
+        try:
+            lock.acquire(blocking=False)
+        except Timeout:
+            continue  # a live download holds it
+        except OSError:
+            continue  # the locks folder is not writable here: leave the file to whoever can lock it
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+                swept += 1
+        finally:
+            lock.release()
+    return swept
+
+
 def _candidates(repo_id: str, commit: str) -> list[str]:
     """Embedding-like files of the repository, from the listing the client cached while downloading."""
     from huggingface_hub import get_cached_repo_tree
@@ -103,6 +136,9 @@ def pull(
     target = parse_repo_ref(ref) if isinstance(ref, str) else ref
     offline = is_offline_mode()
     patterns = [target.path] if target.path else list(PULL_PATTERNS)
+    swept = sweep_partial_downloads(target.repo_id)
+    if swept:
+        report(f"Removed {swept} partial download(s) of {target.repo_id} left in the Hugging Face cache")
     report(f"Fetching {target}" + (" from the Hugging Face cache (HF_HUB_OFFLINE)" if offline else ""))
     with hub_errors("pull", target.repo_id, token, target):
         folder = Path(

@@ -10,7 +10,7 @@ from typing import Any
 
 from tinv_cli import families
 from tinv_cli.families.base import ModelFiles
-from tinv_cli.hub.errors import model_download_error
+from tinv_cli.hub.errors import model_downloads
 from tinv_cli.models.refs import MODEL_INDEX, _local_folder
 
 
@@ -94,11 +94,6 @@ def _fetch_model_index(base: str, revision: str | None) -> dict[str, Any] | None
     """``model_index.json`` of a Hub model, from the cache or downloaded (one small file)."""
     from huggingface_hub import hf_hub_download
 
-    try:
+    with model_downloads(base, revision):
         path = hf_hub_download(base, MODEL_INDEX, revision=revision)
-    except OSError as exc:  # every Hub and cache failure is an OSError subclass (HfHubHTTPError included)
-        error = model_download_error(base, revision, exc)
-        if error is None:
-            raise
-        raise error from exc
     return _read_json(Path(path))

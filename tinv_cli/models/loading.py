@@ -8,6 +8,7 @@ of the long chained traceback diffusers produces.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from tinv_cli.errors import ModelError
 if TYPE_CHECKING:
     import torch
     from diffusers import DiffusionPipeline
-from tinv_cli.hub.errors import model_download_error
+from tinv_cli.hub.errors import model_downloads
 from tinv_cli.models.configs import _fetch_model_index, _read_json
 from tinv_cli.models.refs import MODEL_INDEX, check_model_ref
 
@@ -65,18 +66,14 @@ def load_pipeline(
         kwargs["torch_dtype"] = torch_dtype
     source = str(folder) if folder is not None else base
     _quiet_libraries()
-    try:
-        with warnings.catch_warnings():
-            # diffusers >= 0.36 renames torch_dtype to dtype; the old name works in every version tinv supports.
-            warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
-            pipe = DiffusionPipeline.from_pretrained(
-                source, revision=None if folder is not None else revision, **kwargs
-            )
-    except OSError as exc:
-        error = model_download_error(base, revision, exc) if folder is None else None
-        if error is None:
-            raise
-        raise error from exc
+    # A local folder keeps diffusers' own errors: nothing is downloaded, so there is no Hub problem to explain.
+    downloads = model_downloads(base, revision) if folder is None else contextlib.nullcontext()
+    with downloads, warnings.catch_warnings():
+        # diffusers >= 0.36 renames torch_dtype to dtype; the old name works in every version tinv supports.
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+        pipe = DiffusionPipeline.from_pretrained(
+            source, revision=None if folder is not None else revision, **kwargs
+        )
     pipe.set_progress_bar_config(disable=True)
     if device is not None:
         pipe.to(device)
