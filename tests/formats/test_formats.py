@@ -156,8 +156,11 @@ def concept_folder(tmp_path: Path, tensor: torch.Tensor, *, safetensors: torch.T
         save_file({"<cat-toy>": safetensors}, str(folder / "learned_embeds.safetensors"))
     (folder / "token_identifier.txt").write_text("<cat-toy>")
     (folder / "type_of_concept.txt").write_text("style\n")
+    from PIL import Image
+
+    # Real images: a concepts library folder's concept_images/ holds nothing else (formats/contained.py).
     for name in ("2.jpeg", "0.jpeg", "1.png"):
-        (folder / "concept_images" / name).write_bytes(b"not really an image")
+        Image.new("RGB", (8, 8), "red").save(folder / "concept_images" / name)
     return folder
 
 

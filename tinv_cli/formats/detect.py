@@ -2,7 +2,9 @@
 
 Formats are told apart by what a file holds, not by its name, because the same suffix means different things
 in different tools (a kohya ``.pt`` and an A1111 ``.pt`` differ; ``.bin`` files are sometimes safetensors).
-The tensors come from ``tensors.load_tensors``, the only place tinv opens an embedding file.
+The tensors come from ``tensors.load_tensors``, the only place tinv opens an embedding file. Every file read
+out of a folder passes ``contained``'s rule first: a regular file really inside the folder, and under
+``concept_images/`` a real image of bounded size.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tinv_cli.errors import FormatError, NotFoundError
 if TYPE_CHECKING:
     import torch
 from tinv_cli import families
+from tinv_cli.formats.contained import check_image, contained, contained_folder, read_text
 from tinv_cli.formats.layout import (
     BIN_NAME,
     IMAGES_DIR,
@@ -193,13 +196,19 @@ def _embedding(token: str, vectors: Sequence[torch.Tensor], path: Path) -> Embed
 # Reading files and folders
 
 
-def read(path: Path, token: str | None = None) -> Imported:
-    """Read any embedding file or concepts-library folder; ``token`` replaces the token the file gives."""
+def read(path: Path, token: str | None = None, *, root: Path | None = None) -> Imported:
+    """Read any embedding file or concepts-library folder; ``token`` replaces the token the file gives.
+
+    Every file read must really lie inside ``root`` (``contained``): by default the folder read, or the folder
+    of the file named; a pull passes the repository's cache folder, which its snapshot's symlinks lead into.
+    """
     path = Path(path)
     if path.is_dir():
-        return _read_folder(path, token)
+        return _read_folder(path, token, root or path)
     if path.name in (SAFE_NAME, BIN_NAME) and _is_concept_folder(path.parent):
-        return _read_folder(path.parent, token, embeds=path)
+        return _read_folder(path.parent, token, root or path.parent, embeds=path)
+    if root is not None:
+        contained(path, root)
     found = _detect(load_tensors(path), path)
     meta = dict(found.meta)
     if is_safetensors(read_head(path)):
@@ -208,7 +217,7 @@ def read(path: Path, token: str | None = None) -> Imported:
             meta["safetensors_metadata"] = metadata
     vectors = found.vectors
     if path.name == SAFE_NAME and found.format == "diffusers":
-        vectors = vectors + _later_encoders(path.parent)
+        vectors = vectors + _later_encoders(path.parent, root or path.parent)
     embedding = _embedding(token or found.token, vectors, path)
     return Imported(embedding, found.format, path, meta=meta)
 
@@ -217,7 +226,7 @@ def _is_concept_folder(folder: Path) -> bool:
     return (folder / TOKEN_FILE).is_file() or (folder / KIND_FILE).is_file() or (folder / IMAGES_DIR).is_dir()
 
 
-def _read_folder(folder: Path, token: str | None, embeds: Path | None = None) -> Imported:
+def _read_folder(folder: Path, token: str | None, root: Path, embeds: Path | None = None) -> Imported:
     source = embeds or folder
     if embeds is None:
         # The safetensors copy is the one that cannot run code and keeps the full [n, d] shape.
@@ -227,25 +236,42 @@ def _read_folder(folder: Path, token: str | None, embeds: Path | None = None) ->
                 f"{folder} has no {SAFE_NAME} or {BIN_NAME}",
                 "pass a concepts-library folder or an embedding file",
             )
+    contained(embeds, root)
     found = _detect(load_tensors(embeds), embeds)
     vectors = found.vectors
     fmt = "concepts-library"
-    later = _later_encoders(folder) if embeds.name == SAFE_NAME and found.format == "diffusers" else ()
+    later = _later_encoders(folder, root) if embeds.name == SAFE_NAME and found.format == "diffusers" else ()
     if later:
         vectors = vectors + later
         fmt = "diffusers"
     # Formats without a token in the file are named after the file; here the file name is generic.
     default = found.token if found.format == "diffusers" else folder.name
-    embedding = _embedding(token or _read_text(folder / TOKEN_FILE) or default, vectors, embeds)
-    kind = (_read_text(folder / KIND_FILE) or "").lower()
+    # The token file is read even with --token, so a link out of the folder is refused either way.
+    stored = read_text(folder / TOKEN_FILE, root)
+    embedding = _embedding(token or stored or default, vectors, embeds)
+    kind = (read_text(folder / KIND_FILE, root) or "").lower()
+    return Imported(
+        embedding, fmt, source, kind if kind in KINDS else None, _images(folder, root), found.meta
+    )
+
+
+def _images(folder: Path, root: Path) -> tuple[Path, ...]:
+    """The images of ``folder/concept_images``, each checked to be a real image inside ``root``.
+
+    The paths keep their spelling under ``folder`` (the registry copies each under its own name; a pulled
+    snapshot's real files are named by their hash). Hidden files are skipped: macOS litters folders with
+    ``._photo.jpg`` resource forks.
+    """
     images_dir = folder / IMAGES_DIR
-    images: list[Path] = []
-    if images_dir.is_dir():
-        images = sorted(p for p in images_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-    return Imported(embedding, fmt, source, kind if kind in KINDS else None, tuple(images), found.meta)
+    if contained_folder(images_dir, root) is None:
+        return ()
+    images = sorted(p for p in images_dir.iterdir() if not p.name.startswith("."))
+    for image in images:
+        check_image(image, contained(image, root))
+    return tuple(images)
 
 
-def _later_encoders(folder: Path) -> tuple[Any, ...]:
+def _later_encoders(folder: Path, root: Path) -> tuple[Any, ...]:
     """The vectors of the second, third, ... text encoder from diffusers' ``learned_embeds_2.safetensors``,
     ``learned_embeds_3.safetensors``, ... beside the first encoder's file, as far as they go."""
     vectors: tuple[Any, ...] = ()
@@ -254,6 +280,7 @@ def _later_encoders(folder: Path) -> tuple[Any, ...]:
         path = folder / name
         if not path.is_file():
             break
+        contained(path, root)
         found = _detect(load_tensors(path), path)
         if found.format != "diffusers" or len(found.vectors) != 1:
             raise FormatError(
@@ -264,18 +291,14 @@ def _later_encoders(folder: Path) -> tuple[Any, ...]:
     return vectors
 
 
-def _read_text(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    return path.read_text(encoding="utf-8").strip() or None
-
-
 def read_entry_embedding(folder: Path) -> Embedding:
     """The embedding of a concepts-library folder from its safetensors file: the registry's fast path."""
-    path = Path(folder) / SAFE_NAME
+    folder = Path(folder)
+    path = folder / SAFE_NAME
     if not path.is_file():
         raise NotFoundError(
             f"{path} does not exist", "the entry is incomplete; remove it and import it again"
         )
+    contained(path, folder)
     found = _detect(load_tensors(path), path)
-    return _embedding(_read_text(Path(folder) / TOKEN_FILE) or found.token, found.vectors, path)
+    return _embedding(read_text(folder / TOKEN_FILE, folder) or found.token, found.vectors, path)

@@ -156,7 +156,9 @@ def pull(
     if not target.path and not any((folder / n).is_file() for n in (SAFE_NAME, BIN_NAME)):
         raise _no_embedding(target, commit)
 
-    imported = detect.read(source_path)
+    # The snapshot's files are symlinks into the repository's own cache folder (models--OWNER--NAME/blobs):
+    # legitimate there, and nowhere else.
+    imported = detect.read(source_path, root=folder.parent.parent)
     entry_name = name or name_from_token(imported.embedding.token)
     source = {
         "type": "pulled",

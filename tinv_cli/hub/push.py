@@ -67,13 +67,16 @@ def git_blob_id(data: bytes) -> str:
 
 def _entry_files(entry: Entry, repo_id: str) -> dict[str, bytes]:
     """The repository content for ``entry``: its concepts library files and a model card naming ``repo_id``."""
+    from tinv_cli.formats.contained import contained, contained_folder
     from tinv_cli.registry.modelcard import model_card
 
+    # Only regular files really inside the entry are uploaded: a link (symbolic or hard) planted in the registry
+    # would otherwise publish whatever it leads to. `contained` refuses it, naming the file.
     files: dict[str, bytes] = {}
     for name in PUSHED_FILES:
         path = entry.path / name
-        if path.is_file():
-            files[name] = path.read_bytes()
+        if path.is_symlink() or path.exists():
+            files[name] = contained(path, entry.path).read_bytes()
     if SAFE_NAME not in files:
         raise NotFoundError(
             f"{entry.ref}: {entry.path / SAFE_NAME} is missing",
@@ -81,12 +84,12 @@ def _entry_files(entry: Entry, repo_id: str) -> dict[str, bytes]:
         )
     images_dir = entry.path / IMAGES_DIR
     images = (
-        sorted(p for p in images_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-        if images_dir.is_dir()
+        sorted(p for p in images_dir.iterdir() if not p.name.startswith("."))
+        if contained_folder(images_dir, entry.path) is not None
         else []
     )
     for image in images:
-        files[f"{IMAGES_DIR}/{image.name}"] = image.read_bytes()
+        files[f"{IMAGES_DIR}/{image.name}"] = contained(image, entry.path).read_bytes()
     # The card is rebuilt rather than copied so its usage snippets load from the repository it is pushed to;
     # it depends only on tinv.json and the image names, so an unchanged entry gives an identical card.
     info = {**entry.info, "hub": {"repo": repo_id}}
