@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 # CLIP's context is 77 positions, two of them taken by the start and end tokens.
 MAX_VECTORS = 75
+# The widest text encoder a diffusion model uses is T5-XXL's 4096 (SD1: 768, SD2: 1024, SDXL: 768 + 1280); twice
+# that leaves room for a wider one while refusing the absurd widths of a file built to exhaust memory. A range,
+# not the list of known widths, because test models and research encoders are narrow (32, 64).
+MAX_WIDTH = 8192
 
 _TOKEN_RE = re.compile(r"^\S+$")
 # Unicode categories of characters a token must not hold: controls, formatting marks (bidi overrides, BOM,
@@ -82,6 +86,10 @@ class Embedding:
             if tensor.shape[0] > MAX_VECTORS:
                 raise FormatError(
                     f"{self.token}: {tensor.shape[0]} vectors; a prompt holds at most {MAX_VECTORS}"
+                )
+            if tensor.shape[1] > MAX_WIDTH:
+                raise FormatError(
+                    f"{self.token}: width {tensor.shape[1]}; no text encoder is wider than {MAX_WIDTH}"
                 )
             tensor = tensor.detach().to(device="cpu", dtype=torch.float32).contiguous()
             if not torch.isfinite(tensor).all():

@@ -52,11 +52,18 @@ class EvalOptions:
 
     def check(self) -> None:
         from tinv_cli.errors import TinvError
+        from tinv_cli.sampling.sample import MAX_STEPS
 
-        for name in ("samples", "steps"):
+        # The same step bound as `tinv sample`; 1000 samples is ten times the default's 32 and already an hour's
+        # work on a GPU, enough for any score to settle.
+        for name, most in (("samples", 1000), ("steps", MAX_STEPS)):
             if getattr(self, name) < 1:
                 raise TinvError(
                     f"{name} must be at least 1, not {getattr(self, name)}", "pass a positive number"
+                )
+            if getattr(self, name) > most:
+                raise TinvError(
+                    f"{name} must be at most {most}, not {getattr(self, name)}", "pass a smaller number"
                 )
         if self.guidance < 0:
             raise TinvError(f"guidance must be 0 or more, not {self.guidance}", "7.5 is the usual value")

@@ -1,18 +1,40 @@
 """Reading and writing the raw tensors of an embedding file: safetensors, or a pickle opened only with
-``torch.load(weights_only=True)``. This is the only place tinv opens an embedding file."""
+``torch.load(weights_only=True)``. This is the only place tinv opens an embedding file.
+
+Before any tensor is materialised, the shapes the file claims are read from its safetensors header or, for a
+pickle, from its metadata (the pickle stream run by an unpickler that builds nothing, only notes each tensor's
+shape and each storage's size), and refused when no embedding has them: a few hundred bytes of header can claim
+gigabytes of tensor.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import pickle
 import warnings
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tinv_cli.atomic import write_with
+from tinv_cli.embedding import MAX_VECTORS, MAX_WIDTH
 from tinv_cli.errors import FormatError, NotFoundError
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt"}
+
+# Bounds on what a file may claim, checked before its tensors are loaded. An embedding holds one [n, d] tensor
+# per text encoder (at most 3 encoders in any model; the split layout spends one key per vector); the elements
+# bound is what 4 encoders of MAX_VECTORS x MAX_WIDTH would hold (about 2.5 M floats, 10 MB).
+MAX_TENSORS = 4 * MAX_VECTORS
+MAX_ELEMENTS = 4 * MAX_VECTORS * MAX_WIDTH
+# A safetensors header and a pickle's data.pkl describe a handful of tensors: a few kilobytes.
+MAX_HEADER_BYTES = 4 * 1024 * 1024
+# All the members of a torch zip, uncompressed: MAX_ELEMENTS float64s plus the pickle.
+MAX_UNPACKED_BYTES = MAX_ELEMENTS * 8 + MAX_HEADER_BYTES
+_NOT_EMBEDDING = "pass an embedding file (.safetensors, .pt or .bin)"
 
 
 # Reading raw tensors
@@ -29,10 +51,8 @@ def load_tensors(path: Path) -> dict[str, Any]:
             "the file is damaged or mislabelled; download or export it again",
         )
     if not _is_pickle(head):
-        raise FormatError(
-            f"{path} is neither a safetensors file nor a PyTorch pickle",
-            "pass an embedding file (.safetensors, .pt or .bin)",
-        )
+        raise FormatError(f"{path} is neither a safetensors file nor a PyTorch pickle", _NOT_EMBEDDING)
+    _pickle_shapes(path)
     return _load_pickle(path)
 
 
@@ -69,6 +89,11 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    header = _safetensors_header(path)
+    shapes = [
+        info.get("shape") for key, info in header.items() if key != "__metadata__" and isinstance(info, dict)
+    ]
+    check_shapes(path, shapes)
     try:
         return load_file(str(path), device="cpu")
     except SafetensorError as e:
@@ -78,8 +103,6 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
 
 
 def _load_pickle(path: Path) -> dict[str, Any]:
-    import pickle
-
     import torch
 
     # The original textual-inversion code (and A1111 files made with it) stored string_to_param as an
@@ -98,6 +121,13 @@ def _load_pickle(path: Path) -> dict[str, Any]:
         text = str(e)
         if "Weights only load failed" not in text:
             raise FormatError(f"{path} is a corrupt pickle ({_first_line(text)})", "download it again") from e
+        # Only a pickle that names a global (a function or class to import and call) would run code; anything
+        # else weights_only stops at is bytes that are not a torch file at all.
+        if "GLOBAL" not in text:
+            raise FormatError(
+                f"{path} is not an embedding file (a damaged or foreign pickle: {_weights_only_reason(text)})",
+                _NOT_EMBEDDING,
+            ) from e
         raise FormatError(
             f"{path} was refused: unpickling it needs arbitrary Python objects, which would run code "
             f"({_weights_only_reason(text)}); tinv never executes such files",
@@ -127,11 +157,167 @@ def _weights_only_reason(text: str) -> str:
     return "it needs objects other than tensors"
 
 
-def safetensors_metadata(path: Path) -> dict[str, str]:
+def _safetensors_header(path: Path) -> dict[str, Any]:
     with path.open("rb") as f:
         size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-    return dict(header.get("__metadata__") or {})
+        if size > MAX_HEADER_BYTES:
+            raise FormatError(
+                f"{path}: its safetensors header claims {size} bytes; an embedding's is a few hundred",
+                "the file is damaged or not a textual inversion embedding",
+            )
+        raw = f.read(size)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(
+            f"{path} is a corrupt safetensors file (its header is not JSON)", "download it again"
+        ) from e
+    if not isinstance(header, dict):
+        raise FormatError(
+            f"{path} is a corrupt safetensors file (its header is not a JSON object)", "download it again"
+        )
+    return header
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    return dict(_safetensors_header(path).get("__metadata__") or {})
+
+
+def check_shapes(path: Path, shapes: Sequence[Any], storages: Sequence[int] = ()) -> None:
+    """Refuse a file whose tensors (their shapes, and for a pickle its storages' element counts) no embedding
+    has, before anything is loaded: at most 2 dimensions, a width of 1 to MAX_WIDTH, at most MAX_VECTORS rows."""
+    if len(shapes) > MAX_TENSORS:
+        raise FormatError(f"{path} holds {len(shapes)} tensors; an embedding has a few", _NOT_EMBEDDING)
+    for shape in shapes:
+        if not isinstance(shape, (list, tuple)) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise FormatError(f"{path} is a corrupt file (a tensor of shape {shape!r})", "download it again")
+        if len(shape) > 2:
+            raise FormatError(
+                f"{path} holds a tensor of shape {list(shape)}; an embedding is [vectors, width]",
+                _NOT_EMBEDDING,
+            )
+        if shape and shape[-1] > MAX_WIDTH:
+            raise FormatError(
+                f"{path} holds a tensor of width {shape[-1]}; no text encoder is wider than {MAX_WIDTH}",
+                "the file is not a textual inversion embedding",
+            )
+        if len(shape) == 2 and shape[0] > MAX_VECTORS:
+            raise FormatError(
+                f"{path} holds {shape[0]} vectors in one tensor; a prompt holds at most {MAX_VECTORS}",
+                "the file is not a textual inversion embedding",
+            )
+    elements = sum(storages)
+    if elements > MAX_ELEMENTS:
+        raise FormatError(
+            f"{path} stores {elements} numbers; an embedding has at most {MAX_ELEMENTS}",
+            "the file is not a textual inversion embedding",
+        )
+
+
+# Reading a pickle's shapes without loading it
+
+
+class _Stub:
+    """What the shape reader builds for any object a pickle names: nothing, whatever it is given."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Stub:
+        return _Stub()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+class _ShapeReader(pickle.Unpickler):
+    """Runs a torch pickle stream calling nothing it names: each tensor rebuild is noted (its size), each
+    storage reference too (its element count), and every other global becomes a ``_Stub``."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        super().__init__(file)
+        self.shapes: list[Any] = []
+        self.storages: dict[Any, int] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        # torch's own rebuild functions, named by the pickle, are stood in for (never imported or called).
+        if module.startswith("torch") and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+            return self._tensor
+        if module.startswith("torch") and name.startswith("_rebuild_parameter"):
+            return lambda data, *_rest: data
+        if module.startswith("torch") and name == "_rebuild_from_type_v2":
+            return lambda func, _type, args, _state: func(*args)
+        return _Stub
+
+    def persistent_load(self, pid: Any) -> Any:
+        # torch's storage references: ("storage", type, key, location, element count[, view]), zip and legacy.
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[4], int):
+            self.storages[pid[2]] = pid[4]
+        return _Stub()
+
+    def _tensor(self, _storage: Any, _offset: Any, size: Any, *_rest: Any) -> _Stub:
+        self.shapes.append(tuple(size) if isinstance(size, (tuple, list)) else size)
+        return _Stub()
+
+
+# The first of the pickles in torch's legacy (pre-zip) format; the tensors are in the fourth.
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _pickle_shapes(path: Path) -> list[Any]:
+    """The shapes of the tensors a torch pickle (zip or legacy) holds, and a check of its storages' sizes."""
+    unpacked = 0
+    try:
+        # torch.save writes a zip; a file that starts like one and is not is a cut-off download.
+        if read_head(path).startswith(b"PK"):
+            with zipfile.ZipFile(path) as archive:
+                members = archive.infolist()
+                unpacked = sum(m.file_size for m in members)
+                pickles = [m for m in members if m.filename.endswith("data.pkl")]
+                if len(pickles) != 1 or pickles[0].file_size > MAX_HEADER_BYTES:
+                    raise FormatError(
+                        f"{path} is not an embedding file (a zip of {len(members)} members, not torch's layout)",
+                        _NOT_EMBEDDING,
+                    )
+                reader = _ShapeReader(io.BytesIO(archive.read(pickles[0])))
+                reader.load()
+        else:
+            with path.open("rb") as f:
+                reader = _ShapeReader(f)
+                if reader.load() == _LEGACY_MAGIC:
+                    for _ in range(3):  # protocol version, system info, then the object itself
+                        reader.load()
+    except FormatError:
+        raise
+    except (EOFError, zipfile.BadZipFile) as e:
+        raise FormatError(
+            f"{path} is a truncated or corrupt PyTorch file ({type(e).__name__})",
+            "download or export it again",
+        ) from e
+    # Any other stream the reader cannot follow is no torch file, whatever its first bytes (unpickling bytes
+    # that are not a pickle raises many kinds of error).
+    except Exception as e:
+        raise FormatError(
+            f"{path} is not an embedding file (a damaged or foreign pickle: {type(e).__name__})",
+            _NOT_EMBEDDING,
+        ) from e
+    check_shapes(path, reader.shapes, list(reader.storages.values()))
+    # Whatever the pickle says, the members torch would unpack are bounded too (deflate packs 1 GB in 1 MB).
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise FormatError(
+            f"{path} unpacks to {unpacked} bytes; an embedding file holds at most {MAX_UNPACKED_BYTES}",
+            _NOT_EMBEDDING,
+        )
+    return reader.shapes
 
 
 def save_tensors(path: Path, tensors: dict[str, Any], *, pickle: bool | None = None) -> Path:

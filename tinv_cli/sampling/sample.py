@@ -55,6 +55,13 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any], str]] = {
     "unipc": ("UniPCMultistepScheduler", {}, "UniPC"),
 }
 MAX_SEED = 2**32 - 1
+# Bounds on what one `tinv sample` may ask for, so a typo fails in a line instead of exhausting memory. SD models
+# are trained at 512 to 1024 px; 4096 a side is already 16 to 64 times their area (the latents of one such image
+# take about 1 GB in float32 at the UNet's widest layer). Schedulers have 1000 training timesteps, so more steps
+# than that repeat timesteps; 100 images per command is more than any grid or batch of samples needs.
+MIN_SIDE, MAX_SIDE = 8, 4096
+MAX_STEPS = 1000
+MAX_IMAGES = 100
 _SIZE_RE = re.compile(r"\A\s*(\d+)\s*[xX×]\s*(\d+)\s*\Z")
 
 
@@ -84,6 +91,14 @@ class SampleOptions:
         for name in ("num_images", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise TinvError(f"{name.replace('_', ' ')} must be at least 1, not {getattr(self, name)}")
+        for name, most in (("num_images", MAX_IMAGES), ("steps", MAX_STEPS), ("batch_size", MAX_IMAGES)):
+            if getattr(self, name) > most:
+                raise TinvError(
+                    f"{name.replace('_', ' ')} must be at most {most}, not {getattr(self, name)}",
+                    "run the command several times for more images"
+                    if name != "steps"
+                    else "30 is the usual value",
+                )
         if self.guidance < 0:
             raise TinvError(f"guidance must be 0 or more, not {self.guidance}", "7.5 is the usual value")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED - self.num_images:
@@ -92,10 +107,15 @@ class SampleOptions:
             raise TinvError(
                 f"unknown scheduler {self.scheduler!r}", f"choose one of: {', '.join(SCHEDULERS)}"
             )
-        if self.size is not None and any(side < 8 or side % 8 for side in self.size):
+        if self.size is not None and any(side < MIN_SIDE or side % 8 for side in self.size):
             raise TinvError(
                 f"size {self.size[0]}x{self.size[1]}: width and height must be multiples of 8",
                 "e.g. --size 512x512 or 768x512",
+            )
+        if self.size is not None and max(self.size) > MAX_SIDE:
+            raise TinvError(
+                f"size {self.size[0]}x{self.size[1]}: width and height must be {MIN_SIDE} to {MAX_SIDE} px",
+                "e.g. --size 512x512 or 1024x1024",
             )
         if self.device not in DEVICES:
             raise TinvError(f"unknown device {self.device!r}", f"choose one of: {', '.join(DEVICES)}")
