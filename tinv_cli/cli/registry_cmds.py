@@ -150,8 +150,23 @@ def import_(
 
     result = import_file(Registry(), path, name=name, token=token, kind=kind)
     entry = result.entry
+    if result.shared_with and result.resolves_to is not None:
+        # On stderr with --json too: the clash changes what later prompts mean.
+        others = ", ".join(other.ref for other in result.shared_with)
+        used = result.resolves_to
+        mine = "this entry" if used.name == entry.name else f"{used.ref}, not this one"
+        note(
+            f"Note: token {entry.token} is also the token of {others}; in a prompt {entry.token} now means "
+            f"{mine}; write <{entry.name}> for this one, or import it with --token to rename it"
+        )
     if json:
-        emit_json({**_summary(entry), "format": result.format})
+        emit_json(
+            {
+                **_summary(entry),
+                "format": result.format,
+                "shared_with": [other.ref for other in result.shared_with],
+            }
+        )
         return
     typer.echo(f"{entry.name}@{entry.version}")
     note(

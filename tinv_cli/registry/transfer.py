@@ -23,8 +23,13 @@ _DEFAULT_SUFFIX = {
 
 @dataclass(frozen=True)
 class ImportResult:
+    """The new entry; ``shared_with``: the other entries whose token it repeats, and ``resolves_to``: the entry
+    a prompt's token names now (the new one or another), so the command can say so."""
+
     entry: Entry
     format: str
+    shared_with: tuple[Entry, ...] = ()
+    resolves_to: Entry | None = None
 
 
 def import_file(
@@ -55,7 +60,13 @@ def import_file(
         },
         images=imported.images,
     )
-    return ImportResult(entry, imported.format)
+    from tinv_cli.sampling.prompt import token_holders
+
+    # A token held by another entry is not an error (two trainings of one concept may share it), but a prompt's
+    # token then names one of them only: the result says which, through the prompt's own resolution.
+    holders = token_holders(registry, entry.token)
+    shared = tuple(other for other in holders if other.name != entry.name)
+    return ImportResult(entry, imported.format, shared, holders[0] if shared else None)
 
 
 def default_export_path(entry: Entry, fmt: str) -> Path:

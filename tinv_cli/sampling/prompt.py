@@ -2,7 +2,9 @@
 
 A concept is written in angle brackets: ``<cat-toy>``. Each ``<word>`` is looked up, in this order:
 
-1. a registry entry whose token is exactly ``<word>`` (the token a concept was trained or pulled with);
+1. a registry entry whose token is exactly ``<word>`` (the token a concept was trained or pulled with); when
+   several entries have that token, the one named after it (``cat-toy`` for ``<cat-toy>``), else the first by
+   name, and the concept records the others (``shared_with``) so the choice is said, never silent;
 2. a registry entry named ``word`` (how imported files such as AUTOMATIC1111's ``birb-style.pt`` are reached);
 3. a concept in the project file whose token is ``<word>``, through its registry entry (the concept's name).
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tinv_cli.errors import NotFoundError
-from tinv_cli.names import NAME_RE
+from tinv_cli.names import NAME_RE, name_from_token
 
 if TYPE_CHECKING:
     from tinv_cli.embedding import Embedding
@@ -39,11 +41,25 @@ _HINT = "see `tinv list` for the registry; write a concept as <name> or <name@VE
 
 @dataclass(frozen=True)
 class PromptConcept:
-    """A ``<word>`` of the prompt and the registry entry it names. ``via``: token, name or project."""
+    """A ``<word>`` of the prompt and the registry entry it names. ``via``: token, name or project.
+    ``shared_with``: the other entries whose token is the word, when it was resolved by token."""
 
     word: str
     entry: Entry
     via: str
+    shared_with: tuple[Entry, ...] = ()
+
+    @property
+    def note(self) -> str | None:
+        """A line saying which entry the word resolved to, when other entries share its token; else None."""
+        if not self.shared_with:
+            return None
+        others = ", ".join(entry.ref for entry in self.shared_with)
+        names = " or ".join(f"<{entry.name}>" for entry in self.shared_with)
+        return (
+            f"{self.word} is the token of {len(self.shared_with) + 1} entries: using {self.entry.ref}, "
+            f"not {others} (write {names} for that)"
+        )
 
     def embedding(self) -> Embedding:
         """The entry's vectors under the prompt's word, which is the token the tokenizer will know."""
@@ -59,6 +75,7 @@ class PromptConcept:
             "vectors": self.entry.num_vectors,
             "widths": list(self.entry.widths),
             "via": self.via,
+            "shared_with": [entry.ref for entry in self.shared_with],
         }
 
 
@@ -81,9 +98,15 @@ class _Index:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.entries = registry.list()
-        self.by_token: dict[str, Entry] = {}
-        for entry in self.entries:
-            self.by_token.setdefault(entry.token, entry)
+        self.holders: dict[str, list[Entry]] = {}
+        for entry in self.entries:  # sorted by name
+            self.holders.setdefault(entry.token, []).append(entry)
+        for token, holders in self.holders.items():
+            # The entry named after the token keeps it: a later import of another file with that token must
+            # not take <cat-toy> away from the entry cat-toy. The sort is stable: the rest stay by name.
+            own = name_from_token(token)
+            holders.sort(key=lambda entry: entry.name != own)
+        self.by_token = {token: holders[0] for token, holders in self.holders.items()}
         self.by_name = {entry.name: entry for entry in self.entries}
 
     def named(self, name: str, version: int | None) -> Entry | None:
@@ -103,7 +126,7 @@ def _split_pin(word: str) -> tuple[str, int | None]:
 def _resolve_word(word: str, index: _Index, project: Callable[[], Project | None]) -> PromptConcept:
     exact = index.by_token.get(word)
     if exact is not None:
-        return PromptConcept(word, exact, "token")
+        return PromptConcept(word, exact, "token", tuple(index.holders[word][1:]))
     body, version = _split_pin(word)
     by_token = index.by_token.get(f"<{body}>")
     named = index.named(body, version) if NAME_RE.match(body) else None
@@ -156,6 +179,11 @@ def resolve_concepts(
         return []
     index = _Index(registry)
     return [_resolve_word(word, index, project) for word in words]
+
+
+def token_holders(registry: Registry, token: str) -> list[Entry]:
+    """The current entries whose token is ``token``, the one a prompt's ``token`` resolves to first."""
+    return list(_Index(registry).holders.get(token, []))
 
 
 def pinned_prompt(text: str, concepts: Iterable[PromptConcept]) -> str:
