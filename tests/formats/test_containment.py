@@ -187,7 +187,17 @@ def _subfolder(folder: Path) -> None:
     (folder / "concept_images" / "more").mkdir()
 
 
+def _fifo(folder: Path) -> None:
+    os.mkfifo(folder / "concept_images" / "pipe.png")  # opening it would block the import forever
+
+
+def _dangling(folder: Path) -> None:
+    (folder / "concept_images" / "gone.png").symlink_to("missing.png")
+
+
 BAD_IMAGES = {
+    "a fifo named .png": (_fifo, "not a regular file"),
+    "a dangling link": (_dangling, "cannot be read"),
     "text named .png": (_not_an_image, "not a readable image"),
     "20000x20000 png": (_huge_image, f"at most {MAX_IMAGE_SIDE} px"),
     "truncated png": (_truncated_image, "not a readable image"),
