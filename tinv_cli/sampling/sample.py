@@ -276,6 +276,9 @@ def prepare(
     options.check()
     project = _LazyProject(options.project)
     concepts = resolve_concepts([prompt, options.negative_prompt], registry or Registry(), project)
+    for concept in concepts:
+        if concept.note:  # a token more than one entry has: say which one the prompt gets
+            report(Progress("note", concept.note))
     embeddings = [concept.embedding() for concept in concepts]
     choice = choose_model(options, concepts, project)
     refs.check_model_ref(choice.base)
