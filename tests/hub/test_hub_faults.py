@@ -277,6 +277,8 @@ def test_pull_search_and_push_end_within_the_bound_on_a_hub_that_never_answers(o
         _assert_bounded(run, f"the Hub at {host} did not answer within {LIMIT:g} s")
         assert "TINV_HUB_TIMEOUT=" in run.err, label
     assert "HF_HUB_OFFLINE=1" in runs["pull"].err  # the cache is the way round a silent Hub
+    assert runs["push, whoami first"].errors[0].endswith("when asked to look up your user name")
+    assert runs["push"].errors[0].endswith("when asked to push to alice/quiet-kite")
 
 
 def test_a_download_that_stalls_mid_file_ends_within_the_bound(online: Path, serve: Any) -> None:
@@ -373,6 +375,19 @@ def test_refusals_and_server_errors_say_what_the_hub_answered(
         assert hint in run.err
         assert "write access" not in run.err  # the push hint, once given for every 403
         assert len(run.err.strip().splitlines()) <= 3  # Fetching..., Error:, Hint:; no retry notices
+
+
+class _HangsUp(_Quiet):
+    def answer(self) -> None:
+        self.close_connection = True  # reads the request, then closes without a byte of answer
+
+
+def test_a_hub_that_hangs_up_is_not_called_unreachable(online: Path, serve: Any) -> None:
+    server = serve(_HangsUp)
+    run = tinv("pull", "someone/cat-toy", HF_ENDPOINT=server.endpoint)
+    _assert_bounded(
+        run, f"the Hub at {server.endpoint} closed the connection without answering when asked to pull"
+    )
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from tinv_cli.cli.app import app, report
 from tinv_cli.cli.options import EntryRef, Json, Yes
 from tinv_cli.cli.render import emit_json, fields, note, table
 from tinv_cli.errors import TinvError
+from tinv_cli.hub.http import DEFAULT_TIMEOUT, TIMEOUT_ENV
 from tinv_cli.hub.search import DEFAULT_AUTHOR
 
 if TYPE_CHECKING:
@@ -27,6 +28,11 @@ Token = Annotated[
 Author = Annotated[str, typer.Option("--author", help="Only concepts by this user or organization.")]
 AnyAuthor = Annotated[bool, typer.Option("--any-author", help="Search every author's models.")]
 Limit = Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many results.")]
+# The one bound on every Hub request (tinv_cli/hub/http.py), shown under each Hub command's help.
+HUB_EPILOG = (
+    f"Each request waits at most {TIMEOUT_ENV} seconds (default {DEFAULT_TIMEOUT:g}) for the Hub to answer "
+    f"or send more; set {TIMEOUT_ENV}=120 on a slow link."
+)
 
 
 def _project_hub() -> tuple[str | None, bool]:
@@ -42,7 +48,7 @@ def _project_hub() -> tuple[str | None, bool]:
     return project.hub.namespace, project.hub.private
 
 
-@app.command()
+@app.command(epilog=HUB_EPILOG)
 def push(
     ref: EntryRef,
     repo: Annotated[
@@ -130,7 +136,7 @@ def _show_hits(hits: list[SearchHit]) -> None:
     )
 
 
-@app.command()
+@app.command(epilog=HUB_EPILOG)
 def pull(
     refs: Annotated[
         list[str] | None,
@@ -211,7 +217,7 @@ def pull(
         raise TinvError(f"{failed} of {len(wanted)} pulls failed (see above)")
 
 
-@app.command()
+@app.command(epilog=HUB_EPILOG)
 def search(
     text: Annotated[str, typer.Argument(help="Words in the repository name, e.g. cat.")] = "",
     author: Author = DEFAULT_AUTHOR,

@@ -56,14 +56,15 @@ class HubFailure:
     status: int | None = None  # the Hub's HTTP status, when it answered
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
-    """Connection failures of the HTTP library huggingface_hub uses (httpx2 in 2.x, httpx in 1.x)."""
+def _network_errors(name: str = "TransportError") -> tuple[type[BaseException], ...]:
+    """Connection failures (or the kind ``name``) of the HTTP library huggingface_hub uses (httpx2 in 2.x, httpx
+    in 1.x)."""
     import importlib
 
     found: list[type[BaseException]] = []
     for module in ("httpx2", "httpx"):
         with contextlib.suppress(ImportError):
-            found.append(importlib.import_module(module).TransportError)
+            found.append(getattr(importlib.import_module(module), name))
     return tuple(found)
 
 
@@ -238,6 +239,12 @@ def _hub_command_error(
         )
     if kind is Failure.HTTP:
         return _http_error(failure, action, where, token)
+    if isinstance(failure.error, _network_errors("RemoteProtocolError")):
+        # Reached, but it hung up (or spoke something other than HTTP): not the user's connection.
+        return HubError(
+            f"the Hub at {endpoint()} closed the connection without answering when asked to {action}{where}",
+            "try again later; check HF_ENDPOINT if you set it",
+        )
     return HubError(f"cannot reach the Hub at {endpoint()} ({type(failure.error).__name__})", _NETWORK_HINT)
 
 

@@ -192,5 +192,5 @@ def push(
 
 
 def _whoami(api: Any, token: str | None) -> str:
-    with hub_errors("find your user name on", None, token):
+    with hub_errors("look up your user name", None, token):
         return str(api.whoami()["name"])
