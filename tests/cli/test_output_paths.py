@@ -66,3 +66,27 @@ def test_tinv_home_that_is_a_file_is_one_line(tmp_path: Path, monkeypatch: pytes
         result = runner.invoke(app, command)
         assert result.exit_code == 1
         assert _one_error(result) == f"Error: TINV_HOME={home} is a file, not a folder"
+
+
+def test_export_refuses_places_it_cannot_write(cat_toy: None, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    (folder / "something").write_text("x")
+    cases = [
+        (
+            ["-o", str(blocker / "x.pt"), "--format", "a1111"],
+            f"Error: folder for the export {blocker} is a file",
+        ),
+        (["-o", str(folder), "--format", "a1111", "--force"], f"Error: {folder} is a folder; a a1111 export"),
+        (
+            ["-o", str(blocker / "lib"), "--format", "concepts-library"],
+            f"Error: cannot create export folder {blocker / 'lib'}: {blocker} is a file",
+        ),
+    ]
+    for args, expected in cases:
+        result = runner.invoke(app, ["export", "cat-toy", *args])
+        assert result.exit_code == 1
+        assert _one_error(result).startswith(expected)
+    assert blocker.read_text() == "x" and sorted(p.name for p in folder.iterdir()) == ["something"]

@@ -9,6 +9,7 @@ from tinv_cli import families
 from tinv_cli.errors import FormatError, NotFoundError, RegistryError
 from tinv_cli.formats.layout import IMAGES_DIR, README_FILE
 from tinv_cli.names import name_from_token
+from tinv_cli.paths import check_folder
 from tinv_cli.registry.entry import Entry
 from tinv_cli.registry.store import Registry
 
@@ -89,6 +90,16 @@ def export_entry(entry: Entry, fmt: str, out: Path | None = None, *, force: bool
     target = out or default_export_path(entry, fmt)
     if target.exists() and not force and not (target.is_dir() and not any(target.iterdir())):
         raise RegistryError(f"{target} already exists", "pass --force to replace it, or -o another path")
+    # Where the files go is checked before anything is written (a traceback half-way was the alternative).
+    if fmt == "concepts-library" or (fmt == "diffusers" and len(entry.widths) > 1):
+        check_folder(target, "export folder")
+    else:
+        if target.is_dir():
+            raise RegistryError(
+                f"{target} is a folder; a {fmt} export is one file",
+                f"pass -o with a file name, e.g. -o {default_export_path(entry, fmt).name}",
+            )
+        check_folder(target.parent, "folder for the export")
     info = entry.info
     training = info.get("training") or {}
     readme = entry.path / README_FILE
