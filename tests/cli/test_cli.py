@@ -308,3 +308,24 @@ def test_bare_tinv_prints_the_help_and_succeeds() -> None:
     result = invoke()
     assert result.exit_code == 0
     assert result.stdout.startswith("Usage:") and "Commands" in result.stdout
+
+
+def test_a_version_with_a_corrupt_tinv_json_is_warned_about_and_removable() -> None:
+    import torch
+
+    from tinv_cli.embedding import Embedding
+    from tinv_cli.registry.store import Registry
+
+    registry = Registry()
+    for _ in range(2):
+        registry.add("cat-toy", Embedding("<cat-toy>", (torch.zeros(1, 8),)), source={"type": "imported"})
+    (registry.root / "cat-toy" / "2" / "tinv.json").write_text("{not json", encoding="utf-8")
+    listed = invoke("list")
+    assert listed.exit_code == 0
+    assert "Note: cat-toy@2 is not listed: its tinv.json cannot be read" in listed.stderr
+    assert "cat-toy" in listed.stdout  # version 1 stays current
+    removed = invoke("rm", "cat-toy@2", "--yes")
+    assert removed.exit_code == 0, removed.stderr
+    assert "Removed cat-toy@2" in removed.stderr
+    assert [e.version for e in registry.versions("cat-toy")] == [1] and registry.unreadable() == []
+    invoke("rm", "cat-toy@1", "--yes")

@@ -44,7 +44,10 @@ def list_entries(json: Json = False) -> None:
     """List the concepts in the registry (current version of each)."""
     from tinv_cli.registry.store import Registry
 
-    entries = Registry().list()
+    registry = Registry()
+    entries = registry.list()
+    for ref in registry.unreadable():
+        note(f"Note: {ref} is not listed: its tinv.json cannot be read (remove it with `tinv rm {ref}`)")
     if json:
         emit_json([_summary(entry) for entry in entries])
         return
@@ -114,15 +117,22 @@ def rm(ref: EntryRef, yes: Yes = False) -> None:
 
     registry = Registry()
     name, version = parse_ref(ref)
-    doomed = [registry.get(ref)] if version is not None else registry.versions(name)
+    # Versions whose tinv.json is unreadable are removable too: they are what `tinv list` warns about.
+    broken = [b for b in registry.unreadable(name) if version is None or b == f"{name}@{version}"]
+    readable = (
+        [e.ref for e in registry.versions(name) if version is None or e.version == version]
+        if registry.root.joinpath(name).is_dir()
+        else []
+    )
+    doomed = sorted(readable + broken, key=lambda r: int(r.rpartition("@")[2]))
     if not doomed:
         registry.get(ref)  # raises the not-found error with its did-you-mean
-    what = ", ".join(f"{e.name}@{e.version}" for e in doomed)
+    what = ", ".join(f"{r} (unreadable)" if r in broken else r for r in doomed)
     if not yes and not typer.confirm(f"Remove {what}?", default=False, err=True):
         note("Nothing removed.")
         return
-    removed = registry.remove(ref)
-    note(f"Removed {', '.join(f'{e.name}@{e.version}' for e in removed)}")
+    registry.remove(ref)
+    note(f"Removed {', '.join(doomed)}")
 
 
 @app.command("import")

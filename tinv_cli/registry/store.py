@@ -403,6 +403,17 @@ class Registry:
             name_dir.rmdir()
         return [entry] if entry is not None else []
 
+    def unreadable(self, name: str | None = None) -> list[str]:
+        """``NAME@N`` of every version folder (of ``name``, or of every name) whose tinv.json cannot be read:
+        such a version is left out of ``list`` and ``get``, and this is how commands say so."""
+        names = [name] if name is not None else sorted(self._names())
+        return [
+            f"{each}@{version}"
+            for each in names
+            for version, path in self._version_dirs(each)
+            if self._entry(each, version, path) is None
+        ]
+
     # Defined last: inside the class body the name ``list`` would otherwise shadow the builtin in the
     # annotations of the methods after it, as type checkers read them.
     def list(self) -> list[Entry]:
