@@ -130,8 +130,8 @@ def evaluate(registry: Registry, ref: str, options: EvalOptions, report: Report 
     pipe = _load(entry, base, options)
     train = [_open(path) for path in training_images]
     if judge_folder is not None and (judge_folder / "judge.json").is_file():
-        return _judge_eval(entry, base, pipe, train, judge_folder, options, say)
-    return _clip_eval(entry, base, pipe, train, options, say)
+        return _judge_eval(entry, base, pipe, train, judge_folder, options, say, picture)
+    return _clip_eval(entry, base, pipe, train, options, say, picture)
 
 
 def _open(path: Path) -> Image.Image:
@@ -189,6 +189,7 @@ def _judge_eval(
     judge_folder: Path,
     options: EvalOptions,
     say: Report,
+    picture: Path,
 ) -> EvalResult:
     from tinv_cli.shapes.judge import load_judge
 
@@ -214,7 +215,7 @@ def _judge_eval(
     panels = [("training images", train), ("concept", samples)]
     if baseline:
         panels.append(("initializer alone", baseline))
-    picture = _save_picture(panels, options.out or Path(f"{entry.name}-eval.png"))
+    _save_picture(panels, picture)
     return EvalResult(
         entry=entry.ref,
         model=base,
@@ -230,7 +231,13 @@ def _judge_eval(
 
 
 def _clip_eval(
-    entry: Entry, base: str, pipe: Any, train: list[Image.Image], options: EvalOptions, say: Report
+    entry: Entry,
+    base: str,
+    pipe: Any,
+    train: list[Image.Image],
+    options: EvalOptions,
+    say: Report,
+    picture: Path,
 ) -> EvalResult:
     model, processor = _load_clip(options.clip_model)
     prompt, _ = _prompts(entry)
@@ -239,9 +246,7 @@ def _clip_eval(
     # The paper scores the text without the concept: how well the rest of the prompt is still followed.
     text = " ".join(prompt.replace(entry.token, " ").split())
     scores = clip_scores(model, processor, samples, train, text)
-    picture = _save_picture(
-        [("training images", train), ("concept", samples)], options.out or Path(f"{entry.name}-eval.png")
-    )
+    _save_picture([("training images", train), ("concept", samples)], picture)
     return EvalResult(
         entry=entry.ref,
         model=base,
