@@ -155,3 +155,34 @@ def test_eval_elsewhere_reports_the_papers_clip_metrics(tmp_path: Path, tiny_mod
     assert set(report["scores"]) == {"image_similarity", "text_similarity"}
     assert all(-1.0 <= value <= 1.0 for value in report["scores"].values())
     assert (tmp_path / "thing.png").is_file()
+
+
+def test_eval_of_an_entry_without_a_base_model_asks_for_one(tmp_path: Path) -> None:
+    import torch
+
+    Registry().add("stray", Embedding("<stray>", (torch.zeros(1, 32),)), source={"type": "imported"})
+    result = runner.invoke(app, ["eval", "stray", "-n", "1", "--steps", "1"])
+    assert result.exit_code == 1
+    assert "does not record the model it was trained on" in result.output
+    assert "--model" in result.output
+
+    result = runner.invoke(app, ["eval", "stray", "--model", "builtin:shapes", "-n", "1", "--steps", "1"])
+    assert result.exit_code == 1
+    assert "no training images in its registry entry" in result.output and "--images" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+def test_eval_with_model_and_images_scores_an_imported_entry(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import torch
+
+    clip = _save_tiny_clip(tmp_path / "clip")
+    Registry().add("stray", Embedding("<stray>", (torch.zeros(1, 32),)), source={"type": "imported"})
+    _images(tmp_path / "refs", 2)
+    args = ["eval", "stray", "--json", "-n", "2", "--steps", "2", "--clip-model", str(clip)]
+    args += ["--model", str(tiny_model_dir), "--images", str(tmp_path / "refs")]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "stray.png")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["model"] == str(tiny_model_dir) and report["method"] == "clip"
+    assert set(report["scores"]) == {"image_similarity", "text_similarity"}

@@ -33,6 +33,24 @@ def eval_command(
             "folder); not used for builtin:shapes concepts, which its judge scores.",
         ),
     ] = "openai/clip-vit-large-patch14",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Base model to sample on (Hub id, diffusers folder or checkpoint file); default: the one the "
+            "entry was trained on. Needed for pulled or imported entries that recorded none.",
+        ),
+    ] = None,
+    revision: Annotated[str | None, typer.Option("--revision", help="Hub revision of --model.")] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            help="Folder of pictures of the concept to score against, for entries that carry no images.",
+            file_okay=False,
+        ),
+    ] = None,
     device: Annotated[
         str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu.")
     ] = "auto",
@@ -56,6 +74,9 @@ def eval_command(
         seed=seed,
         device=device,
         clip_model=clip_model,
+        model=model,
+        revision=revision,
+        images=images.absolute() if images else None,
         out=out.absolute() if out else None,
     )
     result = evaluate(

@@ -49,6 +49,12 @@ class EvalOptions:
     device: str = "auto"
     clip_model: str = DEFAULT_CLIP_MODEL
     out: Path | None = None  # the picture; default <name>-eval.png in the working folder
+    # The base model to sample on, for entries that recorded none (pulled or imported) or to try another;
+    # default: the one the entry was trained on.
+    model: str | None = None
+    revision: str | None = None
+    # Reference images of the concept, for entries that carry none (an imported A1111 file has no images).
+    images: Path | None = None
 
     def check(self) -> None:
         from tinv_cli.errors import TinvError
@@ -113,21 +119,29 @@ def evaluate(registry: Registry, ref: str, options: EvalOptions, report: Report 
     check_folder(picture.absolute().parent, "folder for the picture")
     if picture.is_dir():
         raise TinvError(f"{picture} is a folder", "pass --out with a file name, e.g. --out eval.png")
-    base = entry.base_model
+    base = options.model or entry.base_model
     if not base:
         raise ModelError(
             f"{entry.ref} does not record the model it was trained on",
-            "evaluation samples the concept on its own base model; retrain it with tinv train",
+            "pass the model to sample it on with --model (a Hub id, a diffusers folder or a checkpoint file)",
         )
-    training_images = list_images(entry.path / "concept_images")
+    # A recorded revision belongs to the recorded model only.
+    revision = options.revision if options.model else entry.info.get("base_model_revision")
+    # --images must exist (list_images says so); an entry without an image folder simply has no images.
+    own = entry.path / "concept_images"
+    training_images = (
+        list_images(options.images) if options.images else list_images(own) if own.is_dir() else []
+    )
     if not training_images:
+        where = f"in {options.images}" if options.images else "in its registry entry"
         raise DataError(
-            f"{entry.ref} has no training images in its registry entry", "retrain or re-import it"
+            f"{entry.ref} has no training images {where}",
+            "pass a folder of pictures of the concept with --images",
         )
     folder = refs.check_model_ref(base)
     judge_folder = folder / "judge" if folder is not None else None
     say(f"loading {base}")
-    pipe = _load(entry, base, options)
+    pipe = _load(entry, base, revision, options)
     train = [_open(path) for path in training_images]
     if judge_folder is not None and (judge_folder / "judge.json").is_file():
         return _judge_eval(entry, base, pipe, train, judge_folder, options, say, picture)
@@ -141,14 +155,14 @@ def _open(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
-def _load(entry: Entry, base: str, options: EvalOptions) -> Any:
+def _load(entry: Entry, base: str, revision: str | None, options: EvalOptions) -> Any:
     from tinv_cli.models import loading
     from tinv_cli.sampling import loader
 
     device = loading.pick_device(options.device)
     pipe = loading.load_pipeline(
         base,
-        revision=entry.info.get("base_model_revision"),
+        revision=revision,
         torch_dtype=loading.pick_dtype("auto", device),
         device=device,
     )
