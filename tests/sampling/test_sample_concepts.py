@@ -12,7 +12,7 @@ from tinv_cli.errors import NotFoundError
 from tinv_cli.project.config import Project
 from tinv_cli.project.load import load_project
 from tinv_cli.registry.store import Registry
-from tinv_cli.sampling.prompt import concept_words, pinned_prompt, resolve_concepts
+from tinv_cli.sampling.prompt import canonical_prompt, concept_words, pinned_prompt, resolve_concepts
 
 
 def add(registry: Registry, name: str, token: str, vectors: int = 1, *, seed: int = 0):
@@ -144,3 +144,16 @@ def test_embedding_is_loaded_under_the_prompt_word(registry: Registry) -> None:
     assert embedding.token == "<birb-style@1>"
     assert embedding.equal(concept.entry.embedding().with_token("<birb-style@1>"))
     assert concept.to_dict()["sha256"] == concept.entry.sha256
+
+
+def test_comfyui_embedding_syntax_is_read_as_the_bracketed_word(registry: Registry) -> None:
+    assert canonical_prompt("a embedding:cat-toy, by embedding:birb-style.safetensors") == (
+        "a <cat-toy>, by <birb-style>"
+    )
+    assert (
+        canonical_prompt("embedding:styles/birb-style.pt (embedding:robo:1.2)") == "<birb-style> (<robo>:1.2)"
+    )
+    # Only the word ComfyUI reads: no prefix glued to another word, and plain text stays as written.
+    assert canonical_prompt("myembedding:x, an embedding of words") == "myembedding:x, an embedding of words"
+    text = canonical_prompt("A embedding:cat-toy@1 by embedding:robot-v1")
+    assert resolve(registry, text) == [("<cat-toy@1>", "cat-toy@1"), ("<robot-v1>", "robot-v1@1")]

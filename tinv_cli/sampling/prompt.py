@@ -8,6 +8,10 @@ A concept is written in angle brackets: ``<cat-toy>``. Each ``<word>`` is looked
 2. a registry entry named ``word`` (how imported files such as AUTOMATIC1111's ``birb-style.pt`` are reached);
 3. a concept in the project file whose token is ``<word>``, through its registry entry (the concept's name).
 
+ComfyUI's ``embedding:NAME`` (also ``embedding:NAME.safetensors`` and ``embedding:folder/NAME``) is read as
+``<NAME>``: ``canonical_prompt`` rewrites it before anything else looks at the prompt, so a prompt copied from a
+ComfyUI workflow works unchanged.
+
 ``<word@N>`` pins version N (``<cat-toy@2>``): of the entry named ``word`` if there is one, else of the concept
 found as above; without a pin the current version is used. Words
 outside angle brackets are never looked up, so a plain ``cat`` stays the word cat.
@@ -36,6 +40,10 @@ if TYPE_CHECKING:
 # An angle-bracketed word with no spaces or nested brackets: "<cat-toy>", "<cat-toy@2>", "<Birb_Style>".
 WORD_RE = re.compile(r"<[^<>\s]+>")
 _PIN_RE = re.compile(r"\A(?P<body>.+)@(?P<version>[1-9][0-9]*)\Z")
+# ComfyUI's spelling of an embedding: "embedding:" and a file name up to a space, comma or bracket, as ComfyUI's
+# tokenizer reads it (a trailing comma is punctuation, not part of the name).
+COMFY_RE = re.compile(r"\bembedding:(?P<name>[^\s,()<>\[\]]+)")
+_EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 _HINT = "see `tinv list` for the registry; write a concept as <name> or <name@VERSION>"
 
 
@@ -77,6 +85,22 @@ class PromptConcept:
             "via": self.via,
             "shared_with": [entry.ref for entry in self.shared_with],
         }
+
+
+def canonical_prompt(text: str) -> str:
+    """``text`` with each ComfyUI ``embedding:NAME`` written ``<NAME>``, tinv's own spelling; the rest verbatim."""
+
+    def bracketed(match: re.Match[str]) -> str:
+        name = match["name"].replace("\\", "/").rsplit("/", 1)[-1]
+        for suffix in _EMBEDDING_SUFFIXES:
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        # A weight written without brackets (embedding:name:1.2) keeps its colon part outside the word.
+        name, colon, weight = name.partition(":")
+        return f"<{name}>" + (colon + weight if colon else "")
+
+    return COMFY_RE.sub(bracketed, text)
 
 
 def concept_words(*texts: str) -> list[str]:

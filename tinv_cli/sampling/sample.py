@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from tinv_cli.errors import NotFoundError, TinvError
 from tinv_cli.project.config import DEFAULT_BASE_MODEL
 from tinv_cli.sampling import pngmeta
-from tinv_cli.sampling.prompt import PromptConcept, pinned_prompt, resolve_concepts
+from tinv_cli.sampling.prompt import PromptConcept, canonical_prompt, pinned_prompt, resolve_concepts
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -274,8 +274,9 @@ def prepare(
 
     report = progress or _ignore
     options.check()
+    prompt, negative = canonical_prompt(prompt), canonical_prompt(options.negative_prompt)
     project = _LazyProject(options.project)
-    concepts = resolve_concepts([prompt, options.negative_prompt], registry or Registry(), project)
+    concepts = resolve_concepts([prompt, negative], registry or Registry(), project)
     for concept in concepts:
         if concept.note:  # a token more than one entry has: say which one the prompt gets
             report(Progress("note", concept.note))
@@ -297,7 +298,7 @@ def prepare(
     loader.load_concepts(pipe, embeddings)
     loader.use_tinv_expansion(pipe)
     text = loader.expand_prompt(prompt, embeddings)
-    negative_text = loader.expand_prompt(options.negative_prompt, embeddings)
+    negative_text = loader.expand_prompt(negative, embeddings)
     for label, written in (("prompt", text), ("negative prompt", negative_text)):
         overflow = loader.prompt_overflow(pipe, written, embeddings)
         if overflow is not None:
@@ -308,7 +309,7 @@ def prepare(
     return Prepared(
         pipe=pipe,
         prompt=prompt,
-        negative_prompt=options.negative_prompt,
+        negative_prompt=negative,
         text=text,
         negative_text=negative_text,
         concepts=tuple(concepts),
@@ -418,7 +419,7 @@ def run(
     images = denoise(prepared, options, seeds, report)
     described = [describe(prepared, options, image_seed, i) for i, image_seed in enumerate(seeds)]
     return SampleResult(
-        prompt=prompt,
+        prompt=prepared.prompt,
         images=tuple(images),
         seeds=tuple(seeds),
         parameters=tuple(text for text, _ in described),
