@@ -122,8 +122,8 @@ def sample(
     """Generate images; every <concept> the prompt names is found and loaded.
 
     A concept is written in angle brackets. <cat-toy> is the registry concept whose token is <cat-toy>, else the
-    one named cat-toy, else the project concept with that token. Pin a version with @: <cat-toy@2>. Words
-    without brackets are never taken for concepts.
+    one named cat-toy, else the project concept with that token. Pin a version with @: <cat-toy@2>. ComfyUI's
+    embedding:cat-toy means <cat-toy>. Other words without brackets are never taken for concepts.
 
     Images are written as OUT/<prompt-slug>-<seed>.png (image i has seed + i; a taken name gets -2, -3, ...),
     with the generation parameters in the PNG (AUTOMATIC1111 "parameters" plus tinv's JSON). Paths go to
