@@ -2,9 +2,16 @@
 
 Formats are told apart by what a file holds, not by its name, because the same suffix means different things
 in different tools (a kohya ``.pt`` and an A1111 ``.pt`` differ; ``.bin`` files are sometimes safetensors).
-The tensors come from ``tensors.load_tensors``, the only place tinv opens an embedding file. Every file read
-out of a folder passes ``contained``'s rule first: a regular file really inside the folder, and under
-``concept_images/`` a real image of bounded size.
+The tensors come from ``tensors.load_tensors``, the only place tinv opens a tensor file (A1111's image
+embeddings are read by ``a1111_png``). Every file read out of a folder passes ``contained``'s rule first: a
+regular file really inside the folder, and under ``concept_images/`` a real image of bounded size.
+
+``read`` reads one embedding; ``read_all`` every embedding a file holds (a LoRA may bundle several), and each
+result's ``files`` say which files the read used (the second file of diffusers' SDXL pair, read with the
+first), so a folder import reads each once.
+
+Longer than 450 lines: every format's detection stays in this one module, so the order in which a file's
+contents are tested (which decides its format) reads top to bottom.
 """
 
 from __future__ import annotations
@@ -14,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinv_cli.embedding import Embedding, token_names
+from tinv_cli.embedding import Embedding, check_token, token_names
 from tinv_cli.errors import FormatError, NotFoundError
 
 if TYPE_CHECKING:
     import torch
 from tinv_cli import families
+from tinv_cli.formats import a1111_png, foreign, modelspec
 from tinv_cli.formats.contained import check_image, contained, contained_folder, read_text
 from tinv_cli.formats.layout import (
     BIN_NAME,
@@ -30,17 +38,37 @@ from tinv_cli.formats.layout import (
     TOKEN_FILE,
     diffusers_names,
 )
-from tinv_cli.formats.tensors import is_safetensors, load_tensors, read_head, safetensors_metadata
+from tinv_cli.formats.tensors import (
+    BUNDLE_PREFIX,
+    check_shapes,
+    is_safetensors,
+    load_tensors,
+    read_head,
+    safetensors_metadata,
+)
 
 _DAMAGED = "the file is damaged or not a textual inversion embedding; download or export it again"
 _KNOWN_LAYOUTS = ", ".join(
-    ["{token: tensor} (diffusers)", "string_to_param (A1111)", "emb_params (kohya)"]
+    [
+        "{token: tensor} (diffusers)",
+        "string_to_param (A1111)",
+        "emb_params (kohya)",
+        "emp_params (OneTrainer)",
+    ]
     + [
         f"{' + '.join(keys)} ({family.label})"
         for family in families.FAMILIES
         if (keys := families.file_keys(family)) is not None
     ]
+    + [f"{' + '.join(layout.keys)} ({layout.label.split(' ')[0]})" for layout in foreign.layouts()]
+    + ["A1111 .png/.webp embeddings", "bundle_emb keys in a LoRA"]
 )
+# OneTrainer's own SD 1.x key (sic: "emp", not kohya's "emb").
+ONETRAINER_KEY = "emp_params"
+# OneTrainer saves the output embeddings it can train beside the input vectors as KEY_out; other tools ignore them.
+_OUTPUT_SUFFIX = "_out"
+# Formats whose file holds no token: A1111 and the UIs name such an embedding after its file.
+_UNNAMED = {"a1111", "kohya", "onetrainer"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +81,14 @@ class Imported:
     kind: str | None = None
     images: tuple[Path, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    # Every file the read used (the second file of diffusers' SDXL pair too): a folder import skips them.
+    files: tuple[Path, ...] = ()
+
+    @property
+    def architecture(self) -> str | None:
+        """What the file's ``modelspec.architecture`` says it was made for, if it says."""
+        spec = self.meta.get("modelspec") or {}
+        return spec.get("architecture")
 
 
 # Detecting a format in a dict of tensors
@@ -66,15 +102,25 @@ class _Found:
     meta: dict[str, Any]
 
 
-def _detect(data: dict[str, Any], path: Path) -> _Found:
-    """Which format a loaded dict is, its token (file stem where the format has none) and its tensors."""
+def _detect(data: dict[str, Any], path: Path, stem: str | None = None) -> _Found:
+    """Which format a loaded dict is, its token (``stem``, by default the file's, where the format has none)
+    and its tensors."""
     import torch
 
-    stem = path.stem
+    stem = stem or path.stem
+    if "string_to_param" in data:
+        return _detect_a1111(data, path, stem)
+    # OneTrainer's trained output embeddings (KEY_out beside KEY) are not input vectors: set aside, noted.
+    outputs = sorted(k for k in data if isinstance(k, str) and k.endswith(_OUTPUT_SUFFIX) and k[:-4] in data)
+    noted: dict[str, Any] = {"ignored_keys": outputs} if outputs else {}
+    data = {k: v for k, v in data.items() if k not in outputs}
     keys = [str(k) for k in data]
     tensor_keys = [k for k, v in data.items() if isinstance(v, torch.Tensor)]
-    if "string_to_param" in data:
-        return _detect_a1111(data, path)
+    layout = foreign.for_keys(keys)
+    if layout is not None and len(tensor_keys) == len(keys):
+        return _Found(layout.id, stem, tuple(data[k] for k in layout.keys), {"layout": layout.label, **noted})
+    if keys == [ONETRAINER_KEY] and tensor_keys:
+        return _Found("onetrainer", stem, (data[ONETRAINER_KEY],), noted)
     keyed = families.for_file_keys(keys)
     if keyed is not None:
         # A family of several text encoders keys each encoder's vectors by name (SDXL: clip_l and clip_g).
@@ -92,7 +138,7 @@ def _detect(data: dict[str, Any], path: Path) -> _Found:
                 f"{path} holds {keyed.label} keys {' and '.join(expected)} plus unexpected {_listing(extra)}",
                 _DAMAGED,
             )
-        return _Found(keyed.id, stem, tuple(data[k] for k in expected), {})
+        return _Found(keyed.id, stem, tuple(data[k] for k in expected), noted)
     if keys == ["emb_params"] and tensor_keys:
         return _Found("kohya", stem, (data["emb_params"],), {})
     if len(data) == 1 and tensor_keys:
@@ -114,7 +160,7 @@ def _detect(data: dict[str, Any], path: Path) -> _Found:
     )
 
 
-def _detect_a1111(data: dict[str, Any], path: Path) -> _Found:
+def _detect_a1111(data: dict[str, Any], path: Path, stem: str) -> _Found:
     import torch
 
     params = data["string_to_param"]
@@ -139,7 +185,7 @@ def _detect_a1111(data: dict[str, Any], path: Path) -> _Found:
         if value is not None:
             meta[key] = value
     # A1111 names an embedding after its file, whatever the stored name says.
-    return _Found("a1111", path.stem, (tensor,), meta)
+    return _Found("a1111", stem, (tensor,), meta)
 
 
 def _merge_split(data: dict[str, Any], path: Path) -> _Found | None:
@@ -201,25 +247,170 @@ def read(path: Path, token: str | None = None, *, root: Path | None = None) -> I
 
     Every file read must really lie inside ``root`` (``contained``): by default the folder read, or the folder
     of the file named; a pull passes the repository's cache folder, which its snapshot's symlinks lead into.
+    A LoRA that bundles several embeddings is refused here: ``read_all`` reads each.
     """
+    found = read_all(path, token, root=root)
+    if len(found) > 1:
+        names = ", ".join(item.embedding.token for item in found)
+        raise FormatError(
+            f"{path} bundles {len(found)} embeddings ({names}); this reads one",
+            "tinv import imports each as its own entry",
+        )
+    return found[0]
+
+
+def read_all(path: Path, token: str | None = None, *, root: Path | None = None) -> list[Imported]:
+    """Every embedding ``path`` holds, in file order: one for an embedding file or folder, one per bundled
+    embedding for a LoRA (whose own weights are never read). ``token`` applies where there is one."""
     path = Path(path)
     if path.is_dir():
-        return _read_folder(path, token, root or path)
+        return [_read_folder(path, token, root or path)]
     if path.name in (SAFE_NAME, BIN_NAME) and _is_concept_folder(path.parent):
-        return _read_folder(path.parent, token, root or path.parent, embeds=path)
+        return [_read_folder(path.parent, token, root or path.parent, embeds=path)]
     if root is not None:
         contained(path, root)
-    found = _detect(load_tensors(path), path)
-    meta = dict(found.meta)
-    if is_safetensors(read_head(path)):
+    head = read_head(path)
+    if a1111_png.is_image(path):
+        return [_read_image(path, token)]
+    data = load_tensors(path)
+    meta: dict[str, Any] = {}
+    if is_safetensors(head):
         metadata = safetensors_metadata(path)
         if metadata:
             meta["safetensors_metadata"] = metadata
+        spec = modelspec.read(metadata)
+        if spec:
+            meta["modelspec"] = spec
+    if any(isinstance(k, str) and k.startswith(BUNDLE_PREFIX) for k in data):
+        return _read_bundles(data, path, token, meta)
+    found = _detect(data, path)
+    first = _pair_first(path, found, root or path.parent)
+    if first is not None:
+        return [read(first, token, root=root or path.parent)]
     vectors = found.vectors
-    if path.name == SAFE_NAME and found.format == "diffusers":
-        vectors = vectors + _later_encoders(path.parent, root or path.parent)
-    embedding = _embedding(token or found.token, vectors, path)
-    return Imported(embedding, found.format, path, meta=meta)
+    files: tuple[Path, ...] = (path,)
+    if found.format == "diffusers" and len(found.vectors) == 1:
+        later = _later_files(path, found.token, root or path.parent)
+        vectors += tuple(vector for _, vector in later)
+        files += tuple(file for file, _ in later)
+    name = token or (found.token if found.format == "diffusers" else _spec_token(meta) or found.token)
+    embedding = _embedding(name, vectors, path)
+    return [Imported(embedding, found.format, path, meta={**found.meta, **meta}, files=files)]
+
+
+def consumed_files(path: Path) -> tuple[Path, ...]:
+    """The files reading ``path`` uses: ``path`` itself, and the partner files read with it (diffusers' SDXL
+    pair: ``NAME.safetensors`` with ``NAME_2.safetensors``, from either of them)."""
+    return tuple(dict.fromkeys(file for item in read_all(path) for file in item.files))
+
+
+def _spec_token(meta: dict[str, Any]) -> str | None:
+    """kohya's ``modelspec.trigger_phrase``, else its title, where it is a usable token (one word)."""
+    spec = meta.get("modelspec") or {}
+    for key in ("trigger_phrase", "title"):
+        value = str(spec.get(key) or "").strip()
+        if value and check_token(value) is None:
+            return value
+    return None
+
+
+def _read_image(path: Path, token: str | None) -> Imported:
+    import torch
+
+    data, carrier = a1111_png.read(path)
+    params = data.get("string_to_param")
+    tensors = list(params.values()) if isinstance(params, dict) else []
+    check_shapes(path, [list(t.shape) for t in tensors if isinstance(t, torch.Tensor)])
+    # A1111 names an image embedding by the name its data holds, not by the image's file name.
+    stored = data.get("name")
+    stem = stored if isinstance(stored, str) and check_token(stored) is None else path.stem
+    found = _detect_a1111(data, path, stem)
+    meta = {**found.meta, "carrier": carrier}
+    return Imported(
+        _embedding(token or found.token, found.vectors, path), "a1111-png", path, meta=meta, files=(path,)
+    )
+
+
+def _read_bundles(
+    data: dict[str, Any], path: Path, token: str | None, meta: dict[str, Any]
+) -> list[Imported]:
+    """The embeddings bundled in a LoRA: ``bundle_emb.NAME.string_to_param.*`` (A1111's layout, SD 1.x),
+    ``bundle_emb.NAME.KEY`` with the family's file keys (SDXL), or the first of them alone (OneTrainer's SD 1.x
+    bundles); NAME is the word prompts use."""
+    bundles: dict[str, dict[str, Any]] = {}
+    for key, value in data.items():
+        rest = str(key)[len(BUNDLE_PREFIX) :]
+        if ".string_to_param." in rest:
+            name, _, term = rest.partition(".string_to_param.")
+            bundles.setdefault(name, {})["string_to_param"] = {term: value}
+        else:
+            name, _, part = rest.rpartition(".")
+            bundles.setdefault(name, {})[part] = value
+    if len(bundles) > 1 and token:
+        raise FormatError(
+            f"{path} bundles {len(bundles)} embeddings; --token names one", "import it without --token"
+        )
+    single = foreign.single_encoder_key()
+    found = []
+    for name, keyed in bundles.items():
+        if not name:
+            raise FormatError(f"{path}: a bundle_emb key without an embedding name", _DAMAGED)
+        if list(keyed) == [single]:
+            # OneTrainer bundles an SD 1.x embedding under the CLIP ViT-L key alone.
+            item = _Found("onetrainer", name, (keyed[single],), {})
+        else:
+            item = _detect(keyed, path, stem=name)
+        embedding = _embedding(token or name, item.vectors, path)
+        lora = {**meta, **item.meta, "lora_bundle": name}
+        found.append(Imported(embedding, f"lora-bundle ({item.format})", path, meta=lora, files=(path,)))
+    return found
+
+
+def _partner_names(path: Path, count: int) -> list[str]:
+    """The files of text encoders 2..count beside ``path``: diffusers' learned_embeds_2.safetensors, ... or
+    NAME_2.safetensors, ... for a file renamed NAME.safetensors."""
+    if path.name == SAFE_NAME:
+        return diffusers_names(count)[1:]
+    return [f"{path.stem}_{i}{path.suffix}" for i in range(2, count + 1)]
+
+
+def _pair_first(path: Path, found: _Found, root: Path) -> Path | None:
+    """For the second (third, ...) file of a diffusers pair, the first file, which is read instead."""
+    import re
+
+    match = re.fullmatch(r"(.+)_([2-9])", path.stem)
+    if match is None or found.format != "diffusers" or len(found.vectors) != 1:
+        return None
+    first = path.with_name(match[1] + path.suffix)
+    if not first.is_file():
+        return None
+    contained(first, root)
+    other = _detect(load_tensors(first), first)
+    if other.format != "diffusers" or other.token != found.token:
+        return None
+    return first
+
+
+def _later_files(path: Path, token: str, root: Path) -> list[tuple[Path, Any]]:
+    """The vectors of the second, third, ... text encoder from the partner files beside ``path`` that hold
+    the same token (diffusers' SDXL example writes one file per encoder, each ``{token: [n, d]}``)."""
+    later: list[tuple[Path, Any]] = []
+    most = max(len(family.encoders) for family in families.FAMILIES)
+    for name in _partner_names(path, most):
+        partner = path.parent / name
+        if not partner.is_file():
+            break
+        contained(partner, root)
+        found = _detect(load_tensors(partner), partner)
+        if found.format != "diffusers" or len(found.vectors) != 1:
+            raise FormatError(
+                f"{partner} should hold one text encoder's {{token: tensor}}, found {found.format} data",
+                _DAMAGED,
+            )
+        if found.token != token and path.name != SAFE_NAME:
+            break  # a file of another concept that happens to be named like a partner
+        later.append((partner, found.vectors[0]))
+    return later
 
 
 def _is_concept_folder(folder: Path) -> bool:
@@ -240,9 +431,13 @@ def _read_folder(folder: Path, token: str | None, root: Path, embeds: Path | Non
     found = _detect(load_tensors(embeds), embeds)
     vectors = found.vectors
     fmt = "concepts-library"
-    later = _later_encoders(folder, root) if embeds.name == SAFE_NAME and found.format == "diffusers" else ()
+    later = (
+        _later_files(embeds, found.token, root)
+        if embeds.name == SAFE_NAME and found.format == "diffusers"
+        else []
+    )
     if later:
-        vectors = vectors + later
+        vectors = vectors + tuple(vector for _, vector in later)
         fmt = "diffusers"
     # Formats without a token in the file are named after the file; here the file name is generic.
     default = found.token if found.format == "diffusers" else folder.name
@@ -250,8 +445,9 @@ def _read_folder(folder: Path, token: str | None, root: Path, embeds: Path | Non
     stored = read_text(folder / TOKEN_FILE, root)
     embedding = _embedding(token or stored or default, vectors, embeds)
     kind = (read_text(folder / KIND_FILE, root) or "").lower()
+    files = (embeds, *(file for file, _ in later))
     return Imported(
-        embedding, fmt, source, kind if kind in KINDS else None, _images(folder, root), found.meta
+        embedding, fmt, source, kind if kind in KINDS else None, _images(folder, root), found.meta, files
     )
 
 
@@ -269,26 +465,6 @@ def _images(folder: Path, root: Path) -> tuple[Path, ...]:
     for image in images:
         check_image(image, contained(image, root))
     return tuple(images)
-
-
-def _later_encoders(folder: Path, root: Path) -> tuple[Any, ...]:
-    """The vectors of the second, third, ... text encoder from diffusers' ``learned_embeds_2.safetensors``,
-    ``learned_embeds_3.safetensors``, ... beside the first encoder's file, as far as they go."""
-    vectors: tuple[Any, ...] = ()
-    most = max(len(family.encoders) for family in families.FAMILIES)
-    for name in diffusers_names(most)[1:]:
-        path = folder / name
-        if not path.is_file():
-            break
-        contained(path, root)
-        found = _detect(load_tensors(path), path)
-        if found.format != "diffusers" or len(found.vectors) != 1:
-            raise FormatError(
-                f"{path} should hold one text encoder's {{token: tensor}}, found {found.format} data",
-                _DAMAGED,
-            )
-        vectors += found.vectors
-    return vectors
 
 
 def read_entry_embedding(folder: Path) -> Embedding:

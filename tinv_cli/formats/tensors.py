@@ -86,20 +86,37 @@ def _is_pickle(head: bytes) -> bool:
 
 
 def _load_safetensors(path: Path) -> dict[str, Any]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
 
     header = _safetensors_header(path)
-    shapes = [
-        info.get("shape") for key, info in header.items() if key != "__metadata__" and isinstance(info, dict)
-    ]
-    check_shapes(path, shapes)
+    names = [key for key, info in header.items() if key != "__metadata__" and isinstance(info, dict)]
+    if is_lora(names):
+        # A LoRA's own weights (hundreds of 4-D tensors) are never read: only the embeddings bundled in it.
+        names = [key for key in names if key.startswith(BUNDLE_PREFIX)]
+        if not names:
+            raise FormatError(
+                f"{path} is a LoRA without bundled embeddings; tinv imports embeddings",
+                "load the LoRA in your UI as a LoRA; pass tinv an embedding file, or a LoRA with bundle_emb keys",
+            )
+    check_shapes(path, [header[key].get("shape") for key in names])
     try:
-        return load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {key: f.get_tensor(key) for key in names}
     except SafetensorError as e:
         raise FormatError(
             f"{path} is a truncated or corrupt safetensors file ({e})", "download or export it again"
         ) from e
+
+
+# Embeddings bundled in a LoRA file (A1111, ComfyUI and OneTrainer): ``bundle_emb.<name>.<key>``.
+BUNDLE_PREFIX = "bundle_emb."
+# Parts of the tensor names of the LoRA (and LyCORIS) files of kohya, diffusers/PEFT, OneTrainer and A1111.
+_LORA_MARKS = ("lora_down", "lora_up", "lora_A.", "lora_B.", "lora_unet", "lora_te", "hada_w", "lokr_w")
+
+
+def is_lora(names: Sequence[str]) -> bool:
+    """Whether tensor names are a LoRA's: its weights, or embeddings bundled into one."""
+    return any(name.startswith(BUNDLE_PREFIX) or any(m in name for m in _LORA_MARKS) for name in names)
 
 
 def _load_pickle(path: Path) -> dict[str, Any]:
@@ -320,24 +337,77 @@ def _pickle_shapes(path: Path) -> list[Any]:
     return reader.shapes
 
 
-def save_tensors(path: Path, tensors: dict[str, Any], *, pickle: bool | None = None) -> Path:
-    """safetensors, or torch.save where the name asks for a pickle; each tensor cloned to own its storage."""
-    import torch
-
+def save_tensors(
+    path: Path,
+    tensors: dict[str, Any],
+    *,
+    pickle: bool | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """safetensors (with ``metadata`` in its header), or torch.save where the name asks for a pickle."""
     if pickle is None:
         pickle = path.suffix.lower() in PICKLE_SUFFIXES
+    data = pickle_bytes(tensors) if pickle else safetensors_bytes(tensors, metadata)
+    return write_with(path, lambda tmp: tmp.write_bytes(data))
 
-    def owned(value: Any) -> Any:
-        # torch.save writes a view's whole storage, and safetensors refuses tensors that share one.
-        if isinstance(value, torch.Tensor):
-            return value.detach().clone().contiguous()
-        if isinstance(value, dict):
-            return {k: owned(v) for k, v in value.items()}
-        return value
 
-    data = owned(tensors)
-    if pickle:
-        return write_with(path, lambda tmp: torch.save(data, tmp))
-    from safetensors.torch import save_file
+def _owned(value: Any) -> Any:
+    import torch
 
-    return write_with(path, lambda tmp: save_file(data, str(tmp)))
+    # torch.save writes a view's whole storage, and safetensors refuses tensors that share one.
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone().contiguous()
+    if isinstance(value, dict):
+        return {k: _owned(v) for k, v in value.items()}
+    return value
+
+
+def pickle_bytes(tensors: dict[str, Any]) -> bytes:
+    """What torch.save writes for ``tensors``: the same bytes for the same tensors (torch's zip has no dates)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(_owned(tensors), buffer)
+    return buffer.getvalue()
+
+
+def safetensors_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file of ``tensors``, byte-for-byte the same for the same input.
+
+    safetensors' own writer puts the metadata in hash order, which changes from run to run; this one sorts the
+    header's keys (tensors in name order, as safetensors lays them out for one dtype) so an export, and the
+    hash A1111 records of it, are the same every time. safetensors reads it as its own.
+    """
+    import torch
+
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    blobs = []
+    offset = 0
+    for name in sorted(tensors):
+        tensor = _owned(tensors[name])
+        code = _dtype_code(tensor.dtype)
+        if code is None:
+            raise FormatError(f"{name}: tensors of {tensor.dtype} cannot be written to safetensors")
+        # The raw little-endian bytes, as the format stores them (numpy has no bfloat16: its bits as int16).
+        bits = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
+        array = bits.numpy()
+        blob = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {
+            "dtype": code,
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    return len(text).to_bytes(8, "little") + text + b"".join(blobs)
+
+
+def _dtype_code(dtype: Any) -> str | None:
+    import torch
+
+    codes = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
+    return codes.get(dtype)

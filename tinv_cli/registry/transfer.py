@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tinv_cli import families
 from tinv_cli.errors import FormatError, NotFoundError, RegistryError
@@ -17,6 +18,7 @@ from tinv_cli.registry.store import Registry
 _DEFAULT_SUFFIX = {
     "diffusers": ".safetensors",
     "a1111": ".pt",
+    "a1111-png": ".png",
     "kohya": ".safetensors",
     "concepts-library": "",
 }
@@ -31,6 +33,10 @@ class ImportResult:
     format: str
     shared_with: tuple[Entry, ...] = ()
     resolves_to: Entry | None = None
+    # What the file's modelspec.architecture says it was made for ("stable-diffusion-xl-v1-base/...").
+    architecture: str | None = None
+    # The other entries the same file held (a LoRA bundling several embeddings), imported with this one.
+    also: tuple[ImportResult, ...] = ()
 
 
 def import_file(
@@ -41,12 +47,45 @@ def import_file(
     token: str | None = None,
     kind: str | None = None,
 ) -> ImportResult:
-    """Detect the format of ``path``, validate it and add it to the registry as a new entry (or version)."""
+    """Detect the format of ``path``, validate it and add it to the registry as a new entry (or version).
+
+    A file that holds several embeddings (a LoRA bundling them) adds one entry each: the first is returned,
+    the others are in its ``also``; ``import_all`` returns them as a list.
+    """
+    first, *others = import_all(registry, path, name=name, token=token, kind=kind)
+    return ImportResult(
+        first.entry, first.format, first.shared_with, first.resolves_to, first.architecture, tuple(others)
+    )
+
+
+def import_all(
+    registry: Registry,
+    path: Path,
+    *,
+    name: str | None = None,
+    token: str | None = None,
+    kind: str | None = None,
+) -> list[ImportResult]:
+    """Every embedding ``path`` holds, each added as an entry (``detect.read_all``); one result per entry.
+
+    ``name`` is used where the file holds one embedding (several are named from their tokens).
+    """
     from tinv_cli.formats import detect
 
     if not path.exists():
         raise NotFoundError(f"{path} does not exist", "check the path")
-    imported = detect.read(path, token=token)
+    found = detect.read_all(path, token=token)
+    if name is not None and len(found) > 1:
+        raise RegistryError(
+            f"{path} holds {len(found)} embeddings; --name names one",
+            "import it without --name: each entry is named after its token",
+        )
+    return [_add(registry, path, imported, name, kind) for imported in found]
+
+
+def _add(registry: Registry, path: Path, imported: Any, name: str | None, kind: str | None) -> ImportResult:
+    from tinv_cli.formats import foreign
+
     embedding = imported.embedding
     entry_name = name or name_from_token(embedding.token)
     entry = registry.add(
@@ -61,18 +100,27 @@ def import_file(
         },
         images=imported.images,
     )
+    layout = foreign.for_widths(embedding.widths)
+    if layout is not None and entry.family is None:
+        # No family of tinv's has these widths: the entry records its layout (list and show name it).
+        entry = registry.update_info(entry, family=layout.id, layout=layout.label)
     from tinv_cli.sampling.prompt import token_holders
 
     # A token held by another entry is not an error (two trainings of one concept may share it), but a prompt's
     # token then names one of them only: the result says which, through the prompt's own resolution.
     holders = token_holders(registry, entry.token)
     shared = tuple(other for other in holders if other.name != entry.name)
-    return ImportResult(entry, imported.format, shared, holders[0] if shared else None)
+    return ImportResult(entry, imported.format, shared, holders[0] if shared else None, imported.architecture)
 
 
 def default_export_path(entry: Entry, fmt: str) -> Path:
+    from tinv_cli.formats import foreign
+
     suffix = _DEFAULT_SUFFIX[fmt]
-    if fmt == "a1111" and families.file_keys(families.for_widths(entry.widths)) is not None:
+    keyed = foreign.for_widths(entry.widths) is not None or (
+        families.file_keys(families.for_widths(entry.widths)) is not None
+    )
+    if fmt == "a1111" and keyed:
         suffix = ".safetensors"  # A1111 reads a keyed file (SDXL's clip_l/clip_g) as safetensors
     if fmt == "diffusers" and len(entry.widths) > 1:
         suffix = ""  # one file per text encoder (learned_embeds.safetensors, learned_embeds_2...) in a folder
@@ -100,8 +148,12 @@ def export_entry(entry: Entry, fmt: str, out: Path | None = None, *, force: bool
                 f"pass -o with a file name, e.g. -o {default_export_path(entry, fmt).name}",
             )
         check_folder(target.parent, "folder for the export")
-    info = entry.info
-    training = info.get("training") or {}
+    if fmt == "a1111-png" and len(entry.widths) > 1:
+        raise FormatError(
+            f"{entry.ref} has {len(entry.widths)} text encoders' vectors; A1111 image embeddings hold one "
+            "(A1111 never wrote them for SDXL)",
+            f"export it with --format a1111 ({entry.name}.safetensors, which A1111 loads)",
+        )
     readme = entry.path / README_FILE
     return writers.write(
         entry.embedding(),
@@ -110,5 +162,28 @@ def export_entry(entry: Entry, fmt: str, out: Path | None = None, *, force: bool
         kind=entry.kind,
         images=sorted((entry.path / IMAGES_DIR).glob("*")),
         readme=readme.read_text(encoding="utf-8") if readme.exists() else None,
-        meta={"step": training.get("steps"), "sd_checkpoint_name": info.get("base_model")},
+        meta=export_meta(entry),
     )
+
+
+def export_meta(entry: Entry) -> dict[str, Any]:
+    """What an export records of the entry besides its vectors (A1111's step and checkpoint, modelspec's title,
+    date and flags): read from tinv.json, so two exports of one entry are the same bytes."""
+    info = entry.info
+    training = info.get("training") or {}
+    return {
+        "name": entry.name,
+        "title": entry.name,
+        "created": entry.created,
+        "negative": bool(info.get("negative")),
+        "step": training.get("steps"),
+        "sd_checkpoint_name": info.get("base_model"),
+    }
+
+
+def a1111_hash(entry: Entry) -> str:
+    """The short hash A1111 gives this entry's embedding (``TI hashes`` in an image's parameters, and what its
+    UI shows): of the bytes of ``tinv export NAME --format a1111``, the file A1111 would load as NAME."""
+    from tinv_cli.formats import writers
+
+    return writers.a1111_hash(entry.embedding(), export_meta(entry), name=entry.name)
