@@ -16,7 +16,7 @@ from tinv_cli.errors import ModelError
 from tinv_cli.models.loading import load_pipeline
 from tinv_cli.registry.entry import Entry
 from tinv_cli.registry.store import Registry
-from tinv_cli.registry.transfer import import_file
+from tinv_cli.registry.transfer import a1111_hash, import_file
 from tinv_cli.sampling.prompt import resolve_concepts
 from tinv_cli.sampling.sample import SCHEDULERS, SampleOptions, choose_model, prepare, set_scheduler
 
@@ -80,7 +80,8 @@ def test_two_concepts_images_written_and_metadata_parses_back(
         assert parameters["Size"] == "32x32"
         assert parameters["Model"] == tiny_model_dir.name
         cat, birb = concepts["cat-toy"], concepts["birb-style"]
-        assert parameters["TI hashes"] == f"cat-toy: {cat.sha256[:12]}, birb-style: {birb.sha256[:12]}"
+        # A1111's hash of the file it would load: tinv's a1111 export of each entry.
+        assert parameters["TI hashes"] == f"cat-toy: {a1111_hash(cat)}, birb-style: {a1111_hash(birb)}"
         assert (meta["seed"], meta["steps"], meta["guidance"], meta["scheduler"]) == (
             11 + index,
             2,

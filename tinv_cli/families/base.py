@@ -42,6 +42,9 @@ class Variant:
     widths: tuple[int, ...]
     hub_tag: str  # the Hub tag of a model card: "stable-diffusion", "stable-diffusion-xl"
     example_base: str | None = None  # a Hub model id the model card's usage snippet loads
+    # kohya's modelspec.architecture id of the variant's base model (library/sai_model_spec.py), which exports
+    # write as "<id>/textual-inversion": "stable-diffusion-v1", "stable-diffusion-xl-v1-base".
+    modelspec_architecture: str | None = None
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,24 @@ class StableDiffusion:
     label: str = "SD 1.x/2.x"
     encoders: tuple[Encoder, ...] = (Encoder("tokenizer", "text_encoder"),)
     variants: tuple[Variant, ...] = (
-        Variant("sd1", "SD 1.x", "Stable Diffusion 1.x", (768,), "stable-diffusion", SD1_BASE),
-        Variant("sd2", "SD 2.x", "Stable Diffusion 2.x", (1024,), "stable-diffusion"),
+        Variant(
+            "sd1",
+            "SD 1.x",
+            "Stable Diffusion 1.x",
+            (768,),
+            "stable-diffusion",
+            SD1_BASE,
+            modelspec_architecture="stable-diffusion-v1",
+        ),
+        # kohya's id for 2.x at 768 px (v-prediction), the default 2.x model; 2.x-base is "-v2-512".
+        Variant(
+            "sd2",
+            "SD 2.x",
+            "Stable Diffusion 2.x",
+            (1024,),
+            "stable-diffusion",
+            modelspec_architecture="stable-diffusion-v2-768-v",
+        ),
     )
     prompt_embeds: tuple[str, ...] = ("prompt_embeds", "negative_prompt_embeds")
 

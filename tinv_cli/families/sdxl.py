@@ -89,6 +89,7 @@ class StableDiffusionXL:
             (768, 1280),
             "stable-diffusion-xl",
             "stabilityai/stable-diffusion-xl-base-1.0",
+            modelspec_architecture="stable-diffusion-xl-v1-base",
         ),
     )
     prompt_embeds: tuple[str, ...] = (

@@ -17,11 +17,13 @@ so A1111's ``parse_generation_parameters`` reads what tinv writes (tests/helpers
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from PIL.PngImagePlugin import PngInfo
+
+    from tinv_cli.sampling.prompt import PromptConcept
 
 PARAMETERS_KEY = "parameters"
 TINV_KEY = "tinv"
@@ -58,3 +60,29 @@ def png_info(parameters: str, tinv: Mapping[str, Any]) -> PngInfo:
     info.add_text(PARAMETERS_KEY, parameters)
     info.add_text(TINV_KEY, json.dumps({"schema": TINV_SCHEMA, **tinv}, ensure_ascii=False, sort_keys=True))
     return info
+
+
+def ti_hashes(concepts: Iterable[PromptConcept]) -> str | None:
+    """A1111's ``TI hashes`` value: ``name: hash`` per embedding, joined by ``", "`` (quoted by
+    ``format_parameters``, as A1111 quotes it); None when the prompt names none.
+
+    The name is the word A1111 would load the embedding by, the file stem of tinv's a1111 export (the entry's
+    name), with ``:`` and ``,`` removed as A1111 removes them; the hash is the first 12 hex digits of the sha256
+    of that export's bytes (``transfer.a1111_hash``), which is what A1111 computes for the file it loaded.
+    """
+    from tinv_cli.registry.transfer import a1111_hash
+
+    seen: dict[str, str] = {}
+    for concept in concepts:
+        name = concept.entry.name.replace(":", "").replace(",", "")
+        seen.setdefault(name, a1111_hash(concept.entry))
+    return ", ".join(f"{name}: {short}" for name, short in seen.items()) or None
+
+
+def model_hash(base: str) -> str | None:
+    """A1111's ``Model hash`` (10 hex digits) of a single-file checkpoint; None for other models."""
+    try:
+        from tinv_cli.models.model_hash import model_hash as checkpoint_hash
+    except ImportError:  # a tree without single-file checkpoint support: there is no file to hash
+        return None
+    return checkpoint_hash(base)

@@ -371,15 +371,15 @@ def describe(prepared: Prepared, options: SampleOptions, seed: int, index: int) 
     from tinv_cli.models.refs import model_label
 
     width, height = prepared.size
-    hashes = ", ".join(f"{c.word.strip('<>')}: {(c.entry.sha256 or '')[:12]}" for c in prepared.concepts)
     settings = {
         "Steps": options.steps,
         "Sampler": SCHEDULERS[options.scheduler][2],
         "CFG scale": options.guidance,
         "Seed": seed,
         "Size": f"{width}x{height}",
+        "Model hash": pngmeta.model_hash(prepared.model.base),
         "Model": model_label(prepared.model.base),
-        "TI hashes": hashes or None,  # A1111's record of the embeddings used: name and short sha256
+        "TI hashes": pngmeta.ti_hashes(prepared.concepts),
         "Version": f"tinv {__version__}",
     }
     metadata = {
