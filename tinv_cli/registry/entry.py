@@ -71,6 +71,29 @@ class Entry:
         return self.info.get("family")
 
     @property
+    def family_label(self) -> str | None:
+        """What the model family is called in ``tinv list`` and ``show``: the recorded variant's label (SD 1.x),
+        else the recorded layout's (a Flux file's), else, for a concept of a model of no known size (the shipped
+        builtin:shapes, a test model), the family its encoders imply and the base model it was made on:
+        ``SD 1.x/2.x (builtin:shapes)``. None when nothing says."""
+        from tinv_cli import families
+        from tinv_cli.errors import ModelError
+
+        known = families.variant_by_id(self.family) or families.variant(self.widths)
+        if known is not None:
+            return known.label
+        layout = self.info.get("layout")
+        if isinstance(layout, str) and layout:
+            return layout
+        if not self.base_model:
+            return None
+        try:
+            family = families.for_widths(self.widths)
+        except ModelError:
+            return self.base_model
+        return f"{family.label} ({self.base_model})"
+
+    @property
     def source_type(self) -> str:
         source = self.info.get("source")
         return str(source.get("type", "unknown")) if isinstance(source, dict) else "unknown"
@@ -86,6 +109,23 @@ class Entry:
     @property
     def base_model(self) -> str | None:
         return self.info.get("base_model")
+
+    @property
+    def base_model_file(self) -> dict[str, Any]:
+        """For an entry trained on a single-file checkpoint: the file's ``sha256``, A1111's short ``hash``, the
+        ``config`` folder and ``prediction`` type it was read with; empty otherwise."""
+        training = self.info.get("training")
+        found = training.get("base_model_file") if isinstance(training, dict) else None
+        return found if isinstance(found, dict) else {}
+
+    @property
+    def base_model_sha256(self) -> str | None:
+        return self.base_model_file.get("sha256")
+
+    @property
+    def base_model_hash(self) -> str | None:
+        """AUTOMATIC1111's "Model hash" (10 hex digits) of the checkpoint the entry was trained on."""
+        return self.base_model_file.get("hash")
 
     def embedding_file(self) -> Path:
         return self.path / SAFE_NAME
