@@ -43,6 +43,21 @@ def eval_command(
         ),
     ] = None,
     revision: Annotated[str | None, typer.Option("--revision", help="Hub revision of --model.")] = None,
+    model_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-config",
+            file_okay=False,
+            help="How a single-file --model is read: a diffusers-layout folder of its configs and tokenizers (no weights needed), for a checkpoint of an architecture tinv ships no configs for.",
+        ),
+    ] = None,
+    prediction: Annotated[
+        str,
+        typer.Option(
+            "--prediction",
+            help="What a single-file --model predicts: auto (a NAME.yaml beside it, a v_pred key, else SD 2.x v_prediction and SD 1.x/SDXL epsilon), epsilon or v_prediction.",
+        ),
+    ] = "auto",
     images: Annotated[
         Path | None,
         typer.Option(
@@ -76,6 +91,8 @@ def eval_command(
         clip_model=clip_model,
         model=model,
         revision=revision,
+        model_config=str(model_config.absolute()) if model_config else None,
+        prediction=prediction,
         images=images.absolute() if images else None,
         out=out.absolute() if out else None,
     )

@@ -83,10 +83,26 @@ def sample(
         str | None,
         typer.Option(
             "--model",
-            help="Base model: Hub id or local diffusers folder (default: the project's, else the concepts' own).",
+            help="Base model: Hub id, local diffusers folder or checkpoint file (default: the project's, else "
+            "the concepts' own).",
         ),
     ] = None,
     revision: Annotated[str | None, typer.Option("--revision", help="Hub revision of --model.")] = None,
+    model_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-config",
+            file_okay=False,
+            help="How a single-file --model is read: a diffusers-layout folder of its configs and tokenizers (no weights needed), for a checkpoint of an architecture tinv ships no configs for.",
+        ),
+    ] = None,
+    prediction: Annotated[
+        str,
+        typer.Option(
+            "--prediction",
+            help="What a single-file --model predicts: auto (a NAME.yaml beside it, a v_pred key, else SD 2.x v_prediction and SD 1.x/SDXL epsilon), epsilon or v_prediction.",
+        ),
+    ] = "auto",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the images.", file_okay=False)] = Path(
         "samples"
     ),
@@ -141,6 +157,8 @@ def sample(
         size=parse_size(size) if size else None,
         model=model,
         revision=revision,
+        model_config=str(model_config.absolute()) if model_config else None,
+        prediction=prediction,
         project=project.resolve() if project else None,
         device=device,
         dtype=dtype,

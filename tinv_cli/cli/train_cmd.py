@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -16,8 +17,6 @@ from tinv_cli.project.schema import Setting, table_settings
 from tinv_cli.training.request import CONCEPT_OVERRIDES, TrainCallbacks, flag_name
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from tinv_cli.training.request import StartInfo, TrainSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -182,9 +181,27 @@ def train(
         bool, typer.Option("--restart", help="Discard this concept's unfinished checkpoint and start over.")
     ] = False,
     model: Annotated[
-        str | None, typer.Option("--model", help="Base model (Hub id or folder) instead of the project's.")
+        str | None,
+        typer.Option(
+            "--model", help="Base model (Hub id, folder or checkpoint file) instead of the project's."
+        ),
     ] = None,
     revision: Annotated[str | None, typer.Option("--revision", help="Hub revision of --model.")] = None,
+    model_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-config",
+            file_okay=False,
+            help="How a single-file --model is read: a diffusers-layout folder of its configs and tokenizers (no weights needed), for a checkpoint of an architecture tinv ships no configs for.",
+        ),
+    ] = None,
+    prediction: Annotated[
+        str | None,
+        typer.Option(
+            "--prediction",
+            help="What a single-file --model predicts: auto (a NAME.yaml beside it, a v_pred key, else SD 2.x v_prediction and SD 1.x/SDXL epsilon), epsilon or v_prediction.",
+        ),
+    ] = None,
     report_to: Annotated[
         str | None,
         typer.Option("--report-to", help="Also log to tensorboard (needs the tensorboard package)."),
@@ -217,6 +234,8 @@ def train(
         overrides=overrides,
         base=model,
         revision=revision,
+        model_config=str(model_config.absolute()) if model_config else None,
+        prediction=prediction,
         from_entry=from_entry,
         restart=restart,
         report_to=report_to,

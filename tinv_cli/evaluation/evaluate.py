@@ -53,6 +53,10 @@ class EvalOptions:
     # default: the one the entry was trained on.
     model: str | None = None
     revision: str | None = None
+    # How a single-file --model is read ([model] config and prediction); an entry's own base uses what it
+    # recorded.
+    model_config: str | None = None
+    prediction: str = "auto"
     # Reference images of the concept, for entries that carry none (an imported A1111 file has no images).
     images: Path | None = None
 
@@ -138,10 +142,16 @@ def evaluate(registry: Registry, ref: str, options: EvalOptions, report: Report 
             f"{entry.ref} has no training images {where}",
             "pass a folder of pictures of the concept with --images",
         )
-    folder = refs.check_model_ref(base)
+    # A recorded config and prediction type belong to the recorded checkpoint only, as its revision does.
+    recorded = entry.base_model_file
+    config = options.model_config if options.model else recorded.get("config")
+    prediction = options.prediction if options.model else recorded.get("prediction") or "auto"
+    folder = refs.check_model_ref(base, config=config, prediction=prediction)
     judge_folder = folder / "judge" if folder is not None else None
-    say(f"loading {base}")
-    pipe = _load(entry, base, revision, options)
+    from tinv_cli.models.single_file import describe_model
+
+    say(describe_model(base, config=config, prediction=prediction) or f"loading {base}")
+    pipe = _load(entry, base, revision, options, config, prediction)
     train = [_open(path) for path in training_images]
     if judge_folder is not None and (judge_folder / "judge.json").is_file():
         return _judge_eval(entry, base, pipe, train, judge_folder, options, say, picture)
@@ -155,7 +165,9 @@ def _open(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
-def _load(entry: Entry, base: str, revision: str | None, options: EvalOptions) -> Any:
+def _load(
+    entry: Entry, base: str, revision: str | None, options: EvalOptions, config: str | None, prediction: str
+) -> Any:
     from tinv_cli.models import loading
     from tinv_cli.sampling import loader
 
@@ -165,6 +177,8 @@ def _load(entry: Entry, base: str, revision: str | None, options: EvalOptions) -
         revision=revision,
         torch_dtype=loading.pick_dtype("auto", device),
         device=device,
+        config=config,
+        prediction=prediction,
     )
     loader.load_concepts(pipe, [entry.embedding()])
     return loader.use_tinv_expansion(pipe)

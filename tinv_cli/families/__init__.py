@@ -6,7 +6,7 @@ model or an embedding belongs to instead of testing which one it is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tinv_cli.errors import ModelError
@@ -29,6 +29,15 @@ def for_pipeline(pipe: Any) -> Family:
 def for_files(files: ModelFiles) -> Family | None:
     """The family of a model from its configuration files, before any weights load; None if none claims it."""
     return next((family for family in FAMILIES if family.matches_files(files)), None)
+
+
+def for_checkpoint(shapes: Mapping[str, tuple[int, ...]]) -> tuple[Family, Variant] | None:
+    """The family and variant of a single-file checkpoint from its tensor names and shapes (no weights)."""
+    for family in FAMILIES:
+        found = family.matches_checkpoint(shapes)
+        if found is not None:
+            return family, found
+    return None
 
 
 def variant(widths: Sequence[int]) -> Variant | None:

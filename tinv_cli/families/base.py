@@ -42,9 +42,21 @@ class Variant:
     widths: tuple[int, ...]
     hub_tag: str  # the Hub tag of a model card: "stable-diffusion", "stable-diffusion-xl"
     example_base: str | None = None  # a Hub model id the model card's usage snippet loads
+    # The configuration folders tinv ships for this variant's single-file checkpoints, by prediction type
+    # (models/configs_data/NAME); the first is the default when nothing says which the checkpoint predicts.
+    checkpoint_configs: tuple[tuple[str, str], ...] = ()
     # kohya's modelspec.architecture id of the variant's base model (library/sai_model_spec.py), which exports
     # write as "<id>/textual-inversion": "stable-diffusion-v1", "stable-diffusion-xl-v1-base".
     modelspec_architecture: str | None = None
+
+    @property
+    def default_prediction(self) -> str:
+        return self.checkpoint_configs[0][0] if self.checkpoint_configs else "epsilon"
+
+    def checkpoint_config(self, prediction: str) -> str | None:
+        """The shipped configuration folder for ``prediction``, else the variant's default one."""
+        named = dict(self.checkpoint_configs)
+        return named.get(prediction) or (self.checkpoint_configs[0][1] if self.checkpoint_configs else None)
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,11 @@ class Family(Protocol):
 
     def matches_files(self, files: ModelFiles) -> bool:
         """Whether a model whose configuration files are ``files`` belongs to this family (no weights read)."""
+        ...
+
+    def matches_checkpoint(self, shapes: Mapping[str, tuple[int, ...]]) -> Variant | None:
+        """The variant of a single-file checkpoint in the original (LDM) key layout, from its tensor names and
+        shapes alone (no weights read); None when the checkpoint is not one of this family's."""
         ...
 
     def matches_pipeline(self, pipe: Any) -> bool:

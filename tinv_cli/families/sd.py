@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     import torch
 
 SD1_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# Key prefixes of the original (LDM) checkpoint layout: the UNet, SD 1.x's CLIP, SD 2.x's OpenCLIP, and SDXL's
+# conditioner (which an SD checkpoint never has).
+LDM_UNET = "model.diffusion_model."
+LDM_CLIP = "cond_stage_model.transformer."
+LDM_OPEN_CLIP = "cond_stage_model.model."
+LDM_SDXL_TEXT = "conditioner.embedders."
 
 
 class StableDiffusion:
@@ -32,15 +38,22 @@ class StableDiffusion:
             (768,),
             "stable-diffusion",
             SD1_BASE,
+            checkpoint_configs=(("epsilon", "stable-diffusion-v1-5"),),
             modelspec_architecture="stable-diffusion-v1",
         ),
-        # kohya's id for 2.x at 768 px (v-prediction), the default 2.x model; 2.x-base is "-v2-512".
+        # The weights of 2.x at 768 px (v-prediction) and 2.x-base at 512 px (epsilon) look alike; v-prediction
+        # is the default, as in diffusers' own single-file loading.
         Variant(
             "sd2",
             "SD 2.x",
             "Stable Diffusion 2.x",
             (1024,),
             "stable-diffusion",
+            checkpoint_configs=(
+                ("v_prediction", "stable-diffusion-2-1"),
+                ("epsilon", "stable-diffusion-2-1-base"),
+            ),
+            # kohya's id for 2.x at 768 px (v-prediction), the default 2.x model; 2.x-base is "-v2-512".
             modelspec_architecture="stable-diffusion-v2-768-v",
         ),
     )
@@ -48,6 +61,19 @@ class StableDiffusion:
 
     def matches_files(self, files: ModelFiles) -> bool:
         return files.has("text_encoder") and not files.has("text_encoder_2")
+
+    def matches_checkpoint(self, shapes: Mapping[str, tuple[int, ...]]) -> Variant | None:
+        # A 4-channel UNet (an inpainting one takes 9) and one text encoder: OpenAI's CLIP (1.x) or OpenCLIP (2.x).
+        conv_in = shapes.get(LDM_UNET + "input_blocks.0.0.weight")
+        if conv_in is None or len(conv_in) != 4 or conv_in[1] != 4:
+            return None
+        if any(key.startswith(LDM_SDXL_TEXT) for key in shapes):
+            return None
+        if LDM_CLIP + "text_model.embeddings.token_embedding.weight" in shapes:
+            return self.variants[0]
+        if LDM_OPEN_CLIP + "token_embedding.weight" in shapes:
+            return self.variants[1]
+        return None
 
     def matches_pipeline(self, pipe: Any) -> bool:
         return (

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 # SDXL's UNet config names its added conditioning so; SD 1.x and 2.x UNets have none.
 ADDITION_EMBED_TYPE = "text_time"
 TIME_IDS = "time_ids"
+# Key prefixes of the original (LDM) checkpoint layout: the UNet and the conditioner's two text encoders.
+LDM_UNET = "model.diffusion_model."
+LDM_CLIP_L = "conditioner.embedders.0.transformer."
+LDM_OPEN_CLIP_G = "conditioner.embedders.1.model."
 
 
 def time_ids(
@@ -89,6 +93,7 @@ class StableDiffusionXL:
             (768, 1280),
             "stable-diffusion-xl",
             "stabilityai/stable-diffusion-xl-base-1.0",
+            checkpoint_configs=(("epsilon", "stable-diffusion-xl-base-1.0"),),
             modelspec_architecture="stable-diffusion-xl-v1-base",
         ),
     )
@@ -105,6 +110,20 @@ class StableDiffusionXL:
             files.has("text_encoder_2")
             and unet.get("addition_embed_type", ADDITION_EMBED_TYPE) == ADDITION_EMBED_TYPE
         )
+
+    def matches_checkpoint(self, shapes: Mapping[str, tuple[int, ...]]) -> Variant | None:
+        # CLIP-L as embedder 0 and OpenCLIP-G as embedder 1, and the UNet's added (pooled + time ids) embedding.
+        # The refiner has OpenCLIP-G alone, as embedder 0: it is not a model concepts are trained on.
+        conv_in = shapes.get(LDM_UNET + "input_blocks.0.0.weight")
+        if conv_in is None or len(conv_in) != 4 or conv_in[1] != 4:
+            return None
+        if (
+            LDM_CLIP_L + "text_model.embeddings.token_embedding.weight" in shapes
+            and LDM_OPEN_CLIP_G + "token_embedding.weight" in shapes
+            and LDM_UNET + "label_emb.0.0.weight" in shapes
+        ):
+            return self.variants[0]
+        return None
 
     def matches_pipeline(self, pipe: Any) -> bool:
         return getattr(pipe, "text_encoder_2", None) is not None

@@ -1,5 +1,7 @@
 """A base model's configuration files, read from a local folder or the Hugging Face cache without loading any
-weights: ``model_index.json`` and the text encoders' widths."""
+weights: ``model_index.json`` and the text encoders' widths. A single-file checkpoint's are those of its config
+folder (``single_file``); ``config`` and ``prediction`` say how such a file is read (``[model] config`` and
+``prediction``) and are ignored for folders and Hub ids."""
 
 from __future__ import annotations
 
@@ -12,14 +14,23 @@ from tinv_cli import families
 from tinv_cli.families.base import ModelFiles
 from tinv_cli.hub.errors import model_downloads
 from tinv_cli.models.refs import MODEL_INDEX, _local_folder
+from tinv_cli.models.single_file import config_folder_for
 
 
-def _cached_file(base: str, filename: str, revision: str | None, cache_dir: Path | None) -> Path | None:
-    """``filename`` from a local model folder or the HF cache, without touching the network; None if absent."""
+def _cached_file(
+    base: str,
+    filename: str,
+    revision: str | None,
+    cache_dir: Path | None,
+    config: str | None = None,
+    prediction: str = "auto",
+) -> Path | None:
+    """``filename`` from a local model folder (a checkpoint's config folder) or the HF cache, without touching
+    the network; None if absent."""
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.errors import HFValidationError
 
-    folder = _local_folder(base)
+    folder = _local_folder(base) or config_folder_for(base, config=config, prediction=prediction)
     if folder is not None:
         path = folder / filename
         return path if path.is_file() else None
@@ -44,22 +55,34 @@ def _read_json(path: Path | None) -> dict[str, Any] | None:
 
 
 def model_index(
-    base: str, revision: str | None = None, *, cache_dir: Path | None = None
+    base: str,
+    revision: str | None = None,
+    *,
+    cache_dir: Path | None = None,
+    config: str | None = None,
+    prediction: str = "auto",
 ) -> dict[str, Any] | None:
     """The pipeline's ``model_index.json`` if it is on this machine (local folder or HF cache), else None."""
-    return _read_json(_cached_file(base, MODEL_INDEX, revision, cache_dir))
+    return _read_json(_cached_file(base, MODEL_INDEX, revision, cache_dir, config, prediction))
 
 
 def model_files(
-    base: str, revision: str | None = None, *, cache_dir: Path | None = None
+    base: str,
+    revision: str | None = None,
+    *,
+    cache_dir: Path | None = None,
+    config: str | None = None,
+    prediction: str = "auto",
 ) -> ModelFiles | None:
     """``model_index.json`` and the ``config.json`` of each component the index lists, if they are on this machine
     (local folder or HF cache); None when the index is not."""
-    index = model_index(base, revision, cache_dir=cache_dir)
+    index = model_index(base, revision, cache_dir=cache_dir, config=config, prediction=prediction)
     if index is None:
         return None
     configs = {
-        component: _read_json(_cached_file(base, f"{component}/config.json", revision, cache_dir))
+        component: _read_json(
+            _cached_file(base, f"{component}/config.json", revision, cache_dir, config, prediction)
+        )
         for component in index
         if not component.startswith("_")
     }
@@ -67,22 +90,27 @@ def model_files(
 
 
 def model_widths_from_config(
-    base: str, revision: str | None = None, *, cache_dir: Path | None = None
+    base: str,
+    revision: str | None = None,
+    *,
+    cache_dir: Path | None = None,
+    config: str | None = None,
+    prediction: str = "auto",
 ) -> tuple[int, ...] | None:
     """The hidden sizes of the model's text encoders, in its family's order, read from their ``config.json``
     files without loading any weights. None when that cannot be known yet (not downloaded, unusual layout)."""
-    files = model_files(base, revision, cache_dir=cache_dir)
+    files = model_files(base, revision, cache_dir=cache_dir, config=config, prediction=prediction)
     family = families.for_files(files) if files is not None else None
     if files is None or family is None:
         return None
     widths = []
     for encoder in family.encoders:
-        config = files.configs.get(encoder.text_encoder)
-        if config is None:
+        encoder_config = files.configs.get(encoder.text_encoder)
+        if encoder_config is None:
             return None
         # A CLIPTextConfig keeps hidden_size at the top; a full CLIPConfig nests it under text_config.
-        nested = config.get("text_config")
-        text_config: Mapping[str, Any] = nested if isinstance(nested, dict) else config
+        nested = encoder_config.get("text_config")
+        text_config: Mapping[str, Any] = nested if isinstance(nested, dict) else encoder_config
         width = text_config.get("hidden_size")
         if not isinstance(width, int):
             return None

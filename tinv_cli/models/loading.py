@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 from tinv_cli.hub.errors import model_downloads
 from tinv_cli.models.configs import _fetch_model_index, _read_json
 from tinv_cli.models.refs import MODEL_INDEX, check_model_ref
+from tinv_cli.models.single_file import SingleFile, open_single_file, single_file_path
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -46,8 +47,11 @@ def load_pipeline(
     revision: str | None = None,
     torch_dtype: torch.dtype | None = None,
     device: str | None = None,
+    config: str | None = None,
+    prediction: str = "auto",
 ) -> DiffusionPipeline:
-    """Load the diffusers pipeline ``base`` (a local folder or a Hub id) with its own pipeline class.
+    """Load the diffusers pipeline ``base`` (a local folder, a single-file checkpoint or a Hub id) with its own
+    pipeline class. ``config`` and ``prediction`` say how a checkpoint is read (``single_file.py``).
 
     SD pipelines come without their safety checker: tinv samples concept images, and the checker's weights
     would cost a download and a gigabyte of memory. ``device`` None leaves the pipeline on the CPU (for
@@ -55,6 +59,14 @@ def load_pipeline(
     """
     from diffusers import DiffusionPipeline
 
+    checkpoint = single_file_path(base)
+    if checkpoint is not None:
+        found: Any = _load_single_file(
+            open_single_file(checkpoint, config=config, prediction=prediction), torch_dtype
+        )
+        if device is not None:
+            found.to(device)
+        return found
     folder = check_model_ref(base)
     index = _read_json(folder / MODEL_INDEX) if folder is not None else _fetch_model_index(base, revision)
     if index is None:
@@ -77,6 +89,48 @@ def load_pipeline(
     pipe.set_progress_bar_config(disable=True)
     if device is not None:
         pipe.to(device)
+    return pipe
+
+
+def _load_single_file(checkpoint: SingleFile, torch_dtype: torch.dtype | None) -> DiffusionPipeline:
+    """diffusers' own ``from_single_file`` over the checkpoint's config folder, offline: every config and
+    tokenizer comes from that folder, the weights from the file."""
+    import diffusers
+
+    index = _read_json(checkpoint.config / MODEL_INDEX) or {}
+    pipeline_class = getattr(diffusers, str(index.get("_class_name")), None)
+    if pipeline_class is None or not hasattr(pipeline_class, "from_single_file"):
+        raise ModelError(
+            f"{checkpoint.config}: pipeline class {index.get('_class_name')!r} cannot load a single file",
+            "use a Stable Diffusion 1.x, 2.x or SDXL configuration folder",
+        )
+    kwargs: dict[str, Any] = {}
+    for name in ("safety_checker", "feature_extractor", "image_encoder"):
+        if name in index:  # not in an SD checkpoint; an explicit None keeps diffusers from looking for them
+            kwargs[name] = None
+    if "safety_checker" in index:
+        kwargs["requires_safety_checker"] = False
+    if torch_dtype is not None:
+        kwargs["torch_dtype"] = torch_dtype
+    _quiet_libraries()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+        try:
+            pipe = pipeline_class.from_single_file(
+                str(checkpoint.path), config=str(checkpoint.config), local_files_only=True, **kwargs
+            )
+        except (ValueError, KeyError, RuntimeError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelError(
+                f"{checkpoint.label} does not fit its configuration {checkpoint.config.name} ({first[:200]})",
+                "set [model] config (or --model-config) to a folder describing this checkpoint's architecture",
+            ) from error
+    if pipe.scheduler.config.get("prediction_type") != checkpoint.prediction:
+        # The weights cannot say what they predict; single_file.py decided, and the scheduler follows.
+        pipe.scheduler = type(pipe.scheduler).from_config(
+            pipe.scheduler.config, prediction_type=checkpoint.prediction
+        )
+    pipe.set_progress_bar_config(disable=True)
     return pipe
 
 

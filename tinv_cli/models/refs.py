@@ -1,4 +1,5 @@
-"""What names a base model: a ``builtin:NAME`` shipped with tinv, a local diffusers folder, or a Hub id."""
+"""What names a base model: a ``builtin:NAME`` shipped with tinv, a local diffusers folder, a single-file
+checkpoint (``single_file.py``), or a Hub id."""
 
 from __future__ import annotations
 
@@ -58,11 +59,20 @@ def looks_like_path(base: str) -> bool:
     )
 
 
-def check_model_ref(base: str) -> Path | None:
-    """The local folder ``base`` names, or None for a valid Hub id; ModelError for anything else."""
+def check_model_ref(base: str, *, config: str | None = None, prediction: str = "auto") -> Path | None:
+    """The local folder ``base`` names (for a single-file checkpoint: its config folder), or None for a valid
+    Hub id; ModelError for anything else. A checkpoint is opened here (its header only), so a file that is not
+    a base model tinv knows is refused before any weights load."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
+    from tinv_cli.models.single_file import looks_like_checkpoint, open_single_file, single_file_path
+
+    checkpoint = single_file_path(base)
+    if checkpoint is not None:
+        return open_single_file(checkpoint, config=config, prediction=prediction).config
+    if looks_like_checkpoint(base) and not Path(base).expanduser().is_dir():
+        raise NotFoundError(f"checkpoint file {base} does not exist", "check the path given as the model")
     folder = _local_folder(base)
     if folder is not None:
         if not (folder / MODEL_INDEX).is_file():
@@ -85,8 +95,11 @@ def check_model_ref(base: str) -> Path | None:
 
 
 def model_label(base: str) -> str:
-    """A short name for a model in image metadata: the Hub id, or a local folder's name."""
+    """A short name for a model in image metadata: the Hub id, a local folder's name, or a checkpoint's stem
+    (as A1111 names its "Model")."""
     if base.startswith(BUILTIN_PREFIX):
         return base
     folder = _local_folder(base)
+    if folder is None and Path(base).expanduser().is_file():
+        return Path(base).expanduser().stem
     return folder.resolve().name if folder is not None else base

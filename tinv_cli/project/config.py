@@ -24,6 +24,7 @@ DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 MixedPrecision = Literal["no", "fp16", "bf16"]
 Kind = Literal["object", "style"]
 Init = Literal["initializer", "random", "zero"]
+Prediction = Literal["auto", "epsilon", "v_prediction"]
 LrScheduler = Literal[
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
 ]
@@ -95,9 +96,26 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    base: str = setting(DEFAULT_BASE_MODEL, "Hub id, local diffusers folder, or builtin:shapes", NON_EMPTY)
+    base: str = setting(
+        DEFAULT_BASE_MODEL,
+        "Hub id, local diffusers folder, single-file checkpoint (.safetensors, .ckpt), or builtin:shapes",
+        NON_EMPTY,
+    )
     revision: str | None = setting(
         None, "a branch, tag or commit of the Hub repository", NON_EMPTY, example="main"
+    )
+    # How a single-file checkpoint is read; both are ignored for a folder or a Hub id.
+    config: str | None = setting(  # absolute once loaded
+        None,
+        "for a checkpoint of another architecture: a diffusers-layout folder of its configs and tokenizers "
+        "(no weights needed), relative to this file",
+        NON_EMPTY,
+        example="configs/my-model",
+    )
+    prediction: Prediction = setting(
+        "auto",
+        "what a checkpoint's UNet predicts; auto: a <name>.yaml beside it, a v_pred key, else SD 2.x "
+        "v_prediction and SD 1.x/SDXL epsilon",
     )
 
 

@@ -105,8 +105,14 @@ def _model_base(base: str, root: Path) -> str:
     local = Path(base).expanduser()
     if local.is_absolute():
         return str(_absolute(local))
-    # "org/name" is both a Hub id and a relative path; it means the folder only when that folder exists.
-    if base.startswith(("./", "../", ".\\", "..\\")) or base in (".", "..") or (root / local).is_dir():
+    # "org/name" is both a Hub id and a relative path; it means the folder (or checkpoint file) only when that
+    # exists; a name with a checkpoint's suffix is never a Hub id.
+    if (
+        base.startswith(("./", "../", ".\\", "..\\"))
+        or base in (".", "..")
+        or (root / local).exists()
+        or local.suffix.lower() in (".safetensors", ".ckpt")
+    ):
         return str(_absolute(root / local))
     return base
 
@@ -216,6 +222,8 @@ def parse_project_text(text: str, path: Path, *, check_images: bool = True) -> P
     model_values = table(ModelConfig, "model")
     if "base" in model_values:
         model_values["base"] = _model_base(model_values["base"], root)
+    if "config" in model_values:
+        model_values["config"] = str(_absolute(root / Path(model_values["config"]).expanduser()))
     train = TrainConfig(**table(TrainConfig, "train"))
     hub = HubConfig(**table(HubConfig, "hub"))
 

@@ -62,8 +62,13 @@ def _local_tokenizer(model: ModelConfig) -> CLIPTokenizer | None:
     from huggingface_hub.errors import HFValidationError
 
     from tinv_cli.models.refs import builtin_folder
+    from tinv_cli.models.single_file import config_folder_for
 
-    local = builtin_folder(model.base) or Path(model.base)
+    local = (
+        builtin_folder(model.base)
+        or config_folder_for(model.base, config=model.config, prediction=model.prediction)
+        or Path(model.base)
+    )
     if local.is_dir():
         folder = local / "tokenizer"
         if not any(all((folder / name).is_file() for name in names) for names in _TOKENIZER_FILES):
@@ -88,12 +93,15 @@ def _local_tokenizer(model: ModelConfig) -> CLIPTokenizer | None:
     return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
-def _check_base_model(project: Project, lines: dict[KeyPath, int]) -> None:
-    """Refuses a ``[model] base`` written as a path that is not there, with its line. A Hub id that is not
-    downloaded yet is fine: it is only fetched (and checked) when a command loads it."""
+def _check_base_model(project: Project, lines: dict[KeyPath, int]) -> str | None:
+    """Refuses a ``[model] base`` written as a path that is not there, with its line, and a checkpoint file
+    that is no base model tinv knows (its header is read, no weights). A Hub id that is not downloaded yet is
+    fine: it is only fetched (and checked) when a command loads it. Returns what a checkpoint was found to be."""
     from tinv_cli.models.refs import looks_like_path
+    from tinv_cli.models.single_file import open_single_file, single_file_path
 
-    base = project.model.base
+    model = project.model
+    base = model.base
     if looks_like_path(base) and not Path(base).expanduser().exists():
         problem = Problem(
             project.path, line_of(lines, ("model", "base")), f"[model] base: {base} does not exist"
@@ -101,6 +109,15 @@ def _check_base_model(project: Project, lines: dict[KeyPath, int]) -> None:
         raise ProjectError(
             [problem], "point base at a model folder or file, or write a Hub id such as org/name"
         )
+    checkpoint = single_file_path(base)
+    if checkpoint is None:
+        return None
+    try:
+        return open_single_file(checkpoint, config=model.config, prediction=model.prediction).detail
+    except ModelError as error:
+        key = "config" if model.config and "config" in error.message else "base"
+        problem = Problem(project.path, line_of(lines, ("model", key)), f"[model] {key}: {error.message}")
+        raise ProjectError([problem], error.hint) from None
 
 
 def check_project(project: Project) -> list[str]:
@@ -113,13 +130,13 @@ def check_project(project: Project) -> list[str]:
         lines = key_lines(project.path.read_text(encoding="utf-8"))
     except OSError:
         lines = {}
-    _check_base_model(project, lines)
+    found = _check_base_model(project, lines)
     tokenizer = _local_tokenizer(project.model)
     if tokenizer is None:
         return [f"tokenizer of {project.model.base} not available locally; token checks skipped"]
 
     vocab = tokenizer.get_vocab()
-    notes: list[str] = []
+    notes: list[str] = [found] if found else []
     problems: list[Problem] = []
     for name, concept in project.concepts.items():
         label = table_label(("concepts", name))

@@ -10,6 +10,7 @@ and project), then the base model's text-encoder widths from its config files, a
 Image ``i`` is drawn from its own generator seeded ``seed + i``: its starting noise and every noise the sampler
 adds are the same whatever the batch size. (Batched matrix products may still round differently in the last
 float bit, which moves a rare pixel by one level; bit-identical batching would need batch-invariant kernels.)
+Longer than 450 lines because options, model choice, preparation and metadata read best in the order they run.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class SampleOptions:
     size: tuple[int, int] | None = None
     model: str | None = None  # default: the project's base model, else the concepts' own
     revision: str | None = None
+    model_config: str | None = None  # with prediction: how a checkpoint file is read ([model] config)
+    prediction: str = "auto"
     project: Path | None = None  # default: the concepts.toml found from the current folder, if any
     device: str = "auto"
     dtype: str = "auto"
@@ -150,6 +153,7 @@ class ModelChoice:
     base: str
     revision: str | None
     source: str  # option | project | concepts | default
+    how: dict[str, Any] = field(default_factory=dict)  # a checkpoint file's config= and prediction=
 
 
 @dataclass(frozen=True)
@@ -207,15 +211,23 @@ def choose_model(
     options: SampleOptions, concepts: list[PromptConcept], project: Callable[[], Project | None]
 ) -> ModelChoice:
     """``--model``, else the project's base model, else the first one a concept records, else SD 1.5."""
+    from tinv_cli.models.single_file import how_to_read
+
+    def _how(recorded: Any) -> dict[str, Any]:
+        return how_to_read(options.model_config, options.prediction, recorded)
+
     if options.model:
-        return ModelChoice(options.model, options.revision, "option")
+        return ModelChoice(options.model, options.revision, "option", _how(None))
     loaded = project()
     if loaded is not None:
-        return ModelChoice(loaded.model.base, options.revision or loaded.model.revision, "project")
+        revision = options.revision or loaded.model.revision
+        return ModelChoice(loaded.model.base, revision, "project", _how(vars(loaded.model)))
     for concept in concepts:
         if concept.entry.base_model:
             revision = options.revision or concept.entry.info.get("base_model_revision")
-            return ModelChoice(concept.entry.base_model, revision, "concepts")
+            return ModelChoice(
+                concept.entry.base_model, revision, "concepts", _how(concept.entry.base_model_file)
+            )
     return ModelChoice(DEFAULT_BASE_MODEL, options.revision, "default")
 
 
@@ -268,7 +280,7 @@ def prepare(
     on this machine; ``loader.load_concepts`` checks the widths again against the loaded weights.
     """
     from tinv_cli import families
-    from tinv_cli.models import configs, loading, refs
+    from tinv_cli.models import configs, loading, refs, single_file
     from tinv_cli.registry.store import Registry
     from tinv_cli.sampling import loader
 
@@ -282,16 +294,17 @@ def prepare(
             report(Progress("note", concept.note))
     embeddings = [concept.embedding() for concept in concepts]
     choice = choose_model(options, concepts, project)
-    refs.check_model_ref(choice.base)
-    known_widths = configs.model_widths_from_config(choice.base, choice.revision)
+    refs.check_model_ref(choice.base, **choice.how)
+    known_widths = configs.model_widths_from_config(choice.base, choice.revision, **choice.how)
     if known_widths is not None:
         for embedding in embeddings:
             loader.check_fits(embedding, known_widths)
     device = loading.pick_device(options.device)
     dtype = loading.pick_dtype(options.dtype, device)
 
-    report(Progress("load", f"loading {choice.base}"))
-    pipe: Any = loading.load_pipeline(choice.base, revision=choice.revision, torch_dtype=dtype)
+    found = single_file.describe_model(choice.base, **choice.how)  # a checkpoint file, named before it loads
+    report(Progress("load", found or f"loading {choice.base}"))
+    pipe: Any = loading.load_pipeline(choice.base, revision=choice.revision, torch_dtype=dtype, **choice.how)
     if embeddings:
         count = len(embeddings)
         report(Progress("load", f"loading {count} concept{'s' if count != 1 else ''}"))

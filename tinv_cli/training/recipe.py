@@ -55,6 +55,7 @@ from tinv_cli.training.request import (
 if TYPE_CHECKING:
     import torch
 
+    from tinv_cli.models.single_file import SingleFile
     from tinv_cli.registry.entry import Entry
     from tinv_cli.registry.store import Registry
     from tinv_cli.training.inversion import Parts
@@ -155,13 +156,21 @@ class _Recipe:
         self.revision = (
             request.revision if request.base else request.revision or request.project.model.revision
         )
+        # How a single-file checkpoint is read follows the base it belongs to, as the revision does.
+        own = request.project.model
+        self.model_config = request.model_config if request.base else request.model_config or own.config
+        self.prediction = request.prediction or ("auto" if request.base else own.prediction)
+        # A checkpoint file is named (or refused) from its header, before anything else is done.
+        self.single_file = self._open_checkpoint()
         self.start_entry = self.registry.get(request.from_entry) if request.from_entry else None
         if self.start_entry is not None:
             from tinv_cli.models.configs import model_widths_from_config
 
             # An entry of another model family is refused before any weights load, when the model's config
             # files are on this machine (loading checks again against the weights).
-            widths = model_widths_from_config(self.base, self.revision)
+            widths = model_widths_from_config(
+                self.base, self.revision, config=self.model_config, prediction=self.prediction
+            )
             if widths is not None:
                 self._check_start_fits(widths)
         check_report_to(request.report_to)
@@ -178,6 +187,8 @@ class _Recipe:
         else:
             self.callbacks = TrainCallbacks()
         say = self.callbacks.on_message
+        if self.single_file is not None:
+            say(self.single_file.detail)
         if self.start_entry is not None and self.start_entry.num_vectors != concept.vectors:
             start = self.start_entry
             if "vectors" in request.overrides:
@@ -218,7 +229,36 @@ class _Recipe:
         self.settings = resume.run_settings(
             self.base, self.revision, concept, config, self.start_entry, self.images.paths, self.world
         )
+        if self.single_file is not None:
+            # Another prediction type or architecture over the same file is another run.
+            self.settings["checkpoint"] = {
+                "config": self.model_config,
+                "prediction": self.single_file.prediction,
+            }
         return checkpoint.resumable(self.run_dir, self.settings, name=concept.name, restart=request.restart)
+
+    def _open_checkpoint(self) -> SingleFile | None:
+        from tinv_cli.models.single_file import open_single_file, single_file_path
+
+        path = single_file_path(self.base)
+        if path is None:
+            return None
+        return open_single_file(path, config=self.model_config, prediction=self.prediction)
+
+    def _checkpoint_provenance(self) -> dict[str, Any] | None:
+        """Which checkpoint file exactly, for the entry: its sha256 and A1111's short hash."""
+        if self.single_file is None:
+            return None
+        from tinv_cli.models.model_hash import file_sha256, short_hash
+
+        sha = file_sha256(self.single_file.path)
+        return {
+            "sha256": sha,
+            "hash": short_hash(sha),
+            "config": self.model_config,
+            "prediction": self.single_file.prediction,
+            "kind": self.single_file.label.split(": ", 1)[1],
+        }
 
     def _setup_model(self, pipeline: Any | None) -> None:
         """Load the model, then attach the trainable concept to it (``trainable.attach``)."""
@@ -228,7 +268,18 @@ class _Recipe:
 
         config = self.config
         dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
-        parts = inversion.load_parts(self.base, self.revision, dtype, pipeline)
+        from tinv_cli.models.loading import load_pipeline
+
+        loaded = pipeline
+        if loaded is None:
+            loaded = load_pipeline(
+                self.base,
+                revision=self.revision,
+                torch_dtype=dtype,
+                config=self.model_config,
+                prediction=self.prediction,
+            )
+        parts = inversion.load_parts(self.base, self.revision, dtype, loaded)
         self.noise_scheduler = parts.family.noise_scheduler(parts.scheduler.config)
         objective = parts.family.objective(self.noise_scheduler)
         widths = tuple(int(e.get_input_embeddings().weight.shape[1]) for e in parts.text_encoders)
@@ -656,6 +707,7 @@ class _Recipe:
                 "wall_time_s": self._wall_time(),
                 "project": str(self.request.project.path),
                 "run_id": self.run_id,
+                "base_model_file": self._checkpoint_provenance(),
             }
             path = checkpoint.save(self.run_dir, state, meta)
             records = metrics.read_metrics(self.run_dir / metrics.METRICS_FILE)
@@ -710,6 +762,7 @@ class _Recipe:
                 "num_processes": self.world,
                 "device": self.device.type,
                 "run_id": self.run_id,
+                "base_model_file": self._checkpoint_provenance(),
             }
             # Registering and marking the checkpoint finished are two writes; a kill between them leaves an
             # unfinished checkpoint at the last step, whose rerun lands here again and must not add a second

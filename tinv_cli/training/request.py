@@ -33,6 +33,8 @@ class TrainRequest:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     base: str | None = None  # --model: another base model than the project's
     revision: str | None = None
+    model_config: str | None = None  # --model-config: how a single-file --model is read ([model] config)
+    prediction: str | None = None  # --prediction ([model] prediction)
     from_entry: str | None = None  # start from this registry entry's vectors
     restart: bool = False  # discard an existing checkpoint instead of resuming
     report_to: str | None = None
