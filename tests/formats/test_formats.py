@@ -328,8 +328,8 @@ def test_write_errors(tmp_path: Path) -> None:
     three = Embedding(TOKEN, (torch.zeros(1, 8), torch.zeros(1, 8), torch.zeros(1, 8)))
     with pytest.raises(FormatError, match="3 text encoders"):
         writers.write(three, "kohya", tmp_path / "x.safetensors")
-    with pytest.raises(FormatError, match=r"\.pt"):
-        writers.write(make((768,), 1), "a1111", tmp_path / "x.safetensors")
+    with pytest.raises(FormatError, match=r"only as safetensors"):
+        writers.write(make((768, 1280), 1), "a1111", tmp_path / "x.pt")
     with pytest.raises(FormatError, match="folder"):
         writers.write(make((768, 1280), 1), "diffusers", tmp_path / "x.safetensors")
     with pytest.raises(FormatError, match="kind"):

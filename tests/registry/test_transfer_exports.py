@@ -54,7 +54,7 @@ def test_safetensors_exports_carry_modelspec(
 @pytest.mark.parametrize("fmt", ["a1111", "kohya", "diffusers", "a1111-png"])
 def test_two_exports_of_one_entry_are_the_same_bytes(tmp_path: Path, fmt: str) -> None:
     _, entry = add(tmp_path, (768,))
-    suffix = {"a1111-png": ".png", "a1111": ".pt"}.get(fmt, ".safetensors")
+    suffix = {"a1111-png": ".png"}.get(fmt, ".safetensors")
     for run in ("a", "b"):
         (tmp_path / run).mkdir()
     # The same file name: an A1111 .pt stores its file's stem as the embedding's name.
@@ -73,10 +73,18 @@ def test_sdxl_a1111_export_is_deterministic_and_a1111_hash_is_its_sha256(tmp_pat
     assert a1111_hash(entry) == hashlib.sha256(first.read_bytes()).hexdigest()[:12]  # type: ignore[arg-type]
 
 
-def test_a1111_hash_of_an_sd1_entry_is_the_sha256_of_its_pt(tmp_path: Path) -> None:
+def test_a1111_hash_of_an_sd1_entry_is_the_sha256_of_the_file_every_ui_export_writes(tmp_path: Path) -> None:
+    from tinv_cli.registry.transfer import default_export_path
+
     _, entry = add(tmp_path, (768,))
-    out = export_entry(entry, "a1111", tmp_path / "cat-toy.pt")[0]  # type: ignore[arg-type]
-    assert a1111_hash(entry) == hashlib.sha256(out.read_bytes()).hexdigest()[:12]  # type: ignore[arg-type]
+    assert default_export_path(entry, "a1111").name == "cat-toy.safetensors"  # type: ignore[arg-type]
+    a1111 = export_entry(entry, "a1111", tmp_path / "a" / "cat-toy.safetensors")[0]  # type: ignore[arg-type]
+    kohya = export_entry(entry, "kohya", tmp_path / "k" / "cat-toy.safetensors")[0]  # type: ignore[arg-type]
+    assert a1111.read_bytes() == kohya.read_bytes()
+    assert a1111_hash(entry) == hashlib.sha256(a1111.read_bytes()).hexdigest()[:12]  # type: ignore[arg-type]
+    # A1111's own pickle is still there for -o NAME.pt; it is another file with another hash.
+    pt = export_entry(entry, "a1111", tmp_path / "cat-toy.pt")[0]  # type: ignore[arg-type]
+    assert a1111_hash(entry) != hashlib.sha256(pt.read_bytes()).hexdigest()[:12]  # type: ignore[arg-type]
 
 
 def test_negative_flag_is_written(tmp_path: Path) -> None:

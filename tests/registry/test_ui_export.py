@@ -67,6 +67,14 @@ def test_the_files_load_in_diffusers_with_the_exact_vectors(tmp_path: Path, regi
     # The UIs' layout: one emb_params tensor for SD 1.x, clip_l and clip_g for SDXL; the stem is the trigger.
     assert set(load_file(str(folder / "cat-toy.safetensors"))) == {"emb_params"}
     assert set(load_file(str(folder / "xl-style.safetensors"))) == {"clip_l", "clip_g"}
+    # The hash tinv shows (and writes into images' TI hashes) is the hash of the very file the UI loads.
+    import hashlib
+
+    from tinv_cli.registry.transfer import a1111_hash
+
+    for entry in registry.list():
+        written = (folder / f"{entry.name}.safetensors").read_bytes()
+        assert a1111_hash(entry) == hashlib.sha256(written).hexdigest()[:12]
 
     pipe = build_tiny_pipeline(SD1[0])
     pipe.load_textual_inversion(str(folder / "cat-toy.safetensors"), token="cat-toy")

@@ -97,18 +97,28 @@ def _write_diffusers(embedding: Embedding, out: Path, spec: dict[str, str] | Non
 
 
 def a1111_suffix(embedding: Embedding) -> str:
-    """The suffix of an a1111 export: ``.pt`` for one text encoder, ``.safetensors`` for keyed files (SDXL)."""
-    return ".safetensors" if _keyed_tensors(embedding) is not None else ".pt"
+    """The suffix of an a1111 export by default: ``.safetensors``, which A1111, Forge, ComfyUI and InvokeAI all
+    read and which cannot run code. ``-o NAME.pt`` gives the pickle A1111's own trainer writes."""
+    _keyed_tensors(embedding)  # refuses an embedding no family tinv knows
+    return ".safetensors"
 
 
 def a1111_bytes(embedding: Embedding, out: Path, meta: dict[str, Any]) -> bytes:
-    """The bytes of an a1111 export to ``out``: the same for the same embedding, name and meta."""
+    """The bytes of an a1111 export to ``out``: the same for the same embedding, name and meta.
+
+    A safetensors file holds one tensor under ``emb_params`` (the key A1111 itself uses for safetensors), or
+    each encoder's vectors under its key (SDXL's ``clip_l``/``clip_g``), so for a one-encoder family it is
+    byte for byte the kohya export and what ``tinv export --all --for a1111`` puts in a UI's folder: one file,
+    one hash. A ``.pt`` is A1111's pickle (``string_to_param``), one encoder only.
+    """
     keyed = _keyed_tensors(embedding)
-    if keyed is not None:
-        return safetensors_bytes(keyed, modelspec.metadata(embedding, meta))
+    spec = modelspec.metadata(embedding, meta)
     if out.suffix.lower() not in PICKLE_SUFFIXES:
+        return safetensors_bytes(keyed if keyed is not None else {"emb_params": embedding.vectors[0]}, spec)
+    if keyed is not None:
         raise FormatError(
-            f"{out}: A1111 embeddings for one text encoder are .pt files", f"use {out.with_suffix('.pt')}"
+            f"{out}: A1111 reads {len(embedding.vectors)}-encoder embeddings only as safetensors",
+            f"use {out.with_suffix('.safetensors')}",
         )
     # A1111 stores the file's stem as the name, and names the embedding after its file.
     return pickle_bytes(a1111_data(embedding, out.stem, meta))
@@ -116,7 +126,7 @@ def a1111_bytes(embedding: Embedding, out: Path, meta: dict[str, Any]) -> bytes:
 
 def a1111_hash(embedding: Embedding, meta: dict[str, Any], name: str | None = None) -> str:
     """The short hash A1111 shows and writes in ``TI hashes`` for the file it would load: the first 12 hex digits
-    of the sha256 of tinv's a1111 export ``NAME.pt`` (or ``.safetensors``), made in memory.
+    of the sha256 of tinv's a1111 export ``NAME.safetensors`` (the file the UI export writes too), made in memory.
 
     ``name`` is the file's stem, the word A1111 prompts use (default: ``meta["name"]``, else the token).
     """

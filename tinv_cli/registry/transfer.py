@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinv_cli import families
 from tinv_cli.errors import FormatError, NotFoundError, RegistryError
 from tinv_cli.formats.layout import IMAGES_DIR, README_FILE
 from tinv_cli.names import name_from_token
@@ -17,7 +16,7 @@ from tinv_cli.registry.store import Registry
 # Where each export format goes when no -o is given, relative to the current folder.
 _DEFAULT_SUFFIX = {
     "diffusers": ".safetensors",
-    "a1111": ".pt",
+    "a1111": ".safetensors",
     "a1111-png": ".png",
     "kohya": ".safetensors",
     "concepts-library": "",
@@ -114,14 +113,7 @@ def _add(registry: Registry, path: Path, imported: Any, name: str | None, kind: 
 
 
 def default_export_path(entry: Entry, fmt: str) -> Path:
-    from tinv_cli.formats import foreign
-
     suffix = _DEFAULT_SUFFIX[fmt]
-    keyed = foreign.for_widths(entry.widths) is not None or (
-        families.file_keys(families.for_widths(entry.widths)) is not None
-    )
-    if fmt == "a1111" and keyed:
-        suffix = ".safetensors"  # A1111 reads a keyed file (SDXL's clip_l/clip_g) as safetensors
     if fmt == "diffusers" and len(entry.widths) > 1:
         suffix = ""  # one file per text encoder (learned_embeds.safetensors, learned_embeds_2...) in a folder
     return Path.cwd() / f"{entry.name}{suffix}"
