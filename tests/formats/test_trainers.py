@@ -146,3 +146,23 @@ def test_files_named_like_a_pair_of_other_tokens_stay_apart(tmp_path: Path) -> N
     assert detect.read(tmp_path / "x.safetensors").embedding.widths == (768,)
     assert detect.read(tmp_path / "x_2.safetensors").embedding.token == "<two>"
     assert detect.consumed_files(tmp_path / "x_2.safetensors") == (tmp_path / "x_2.safetensors",)
+
+
+def test_a_flux_import_records_its_layout_with_the_entry_and_refuses_sampling(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    import json
+
+    from tinv_cli import generate
+    from tinv_cli.errors import ModelError
+    from tinv_cli.registry.store import Registry
+    from tinv_cli.registry.transfer import import_file
+
+    path = tmp_path / "flux-thing_emb.safetensors"
+    save_file({"clip_l": vec(1, 768, 1), "t5": vec(1, 4096, 2)}, str(path))
+    entry = import_file(Registry(), path).entry
+    info = json.loads((entry.path / "tinv.json").read_text())  # written with the entry, not patched in after
+    assert (info["family"], info["layout"]) == ("flux", "Flux (clip_l + t5)")
+    assert entry.family_label == "Flux (clip_l + t5)"
+    with pytest.raises(ModelError, match="Flux .* embedding; tinv cannot sample or train with it"):
+        generate(f"a <{entry.name}>", model=str(tiny_model_dir), steps=1)

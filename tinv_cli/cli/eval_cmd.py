@@ -9,7 +9,7 @@ import typer
 
 from tinv_cli.cli.app import app
 from tinv_cli.cli.options import EntryRef, Json
-from tinv_cli.cli.render import emit_json, fields, note
+from tinv_cli.cli.render import emit_json, fields, note, sentence
 
 
 @app.command("eval")
@@ -96,9 +96,7 @@ def eval_command(
         images=images.absolute() if images else None,
         out=out.absolute() if out else None,
     )
-    result = evaluate(
-        Registry(), ref, options, report=None if json else lambda m: note(m[:1].upper() + m[1:])
-    )
+    result = evaluate(Registry(), ref, options, report=None if json else lambda m: note(sentence(m)))
     if json:
         emit_json(result.as_json())
         return

@@ -13,6 +13,13 @@ def emit_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
+def sentence(message: str) -> str:
+    """``message`` with its first letter capitalised when it starts with a word ("loading ..." -> "Loading ..."),
+    and as it is when it starts with a name ("my-sd15.safetensors: ..." keeps the file's spelling)."""
+    first = message.split(" ", 1)[0]
+    return message[:1].upper() + message[1:] if first.isalpha() and first.islower() else message
+
+
 def note(message: str) -> None:
     """A message for the person at the terminal (stderr, so stdout stays data)."""
     typer.echo(message, err=True)

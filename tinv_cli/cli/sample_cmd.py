@@ -9,7 +9,7 @@ import typer
 
 from tinv_cli.cli.app import app
 from tinv_cli.cli.options import Json, ProjectPath
-from tinv_cli.cli.render import emit_json, note
+from tinv_cli.cli.render import emit_json, note, sentence
 
 if TYPE_CHECKING:
     from tinv_cli.sampling.sample import Progress
@@ -33,7 +33,7 @@ class _ProgressDisplay:
         if self.quiet:
             return
         if event.stage != "denoise":
-            note(event.message[:1].upper() + event.message[1:] + " ...")
+            note(sentence(event.message) + " ...")
             return
         if self.bar is None:
             from rich.console import Console

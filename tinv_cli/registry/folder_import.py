@@ -228,8 +228,6 @@ def _import_unit(
 def _add(registry: Registry, name: str, unit: Path, imported: Imported, kind: str | None) -> Entry:
     """The entry ``transfer.import_file`` makes of one file, so a folder's entries read the same; without its
     token-clash lookup, which lists the registry on every call (done once per folder instead)."""
-    from tinv_cli.formats import foreign
-
     embedding = imported.embedding
     entry = registry.add(
         name,
@@ -243,9 +241,6 @@ def _add(registry: Registry, name: str, unit: Path, imported: Imported, kind: st
         },
         images=imported.images,
     )
-    layout = foreign.for_widths(embedding.widths)
-    if layout is not None and entry.family is None:
-        entry = registry.update_info(entry, family=layout.id, layout=layout.label)
     return entry
 
 

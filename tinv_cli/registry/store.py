@@ -327,7 +327,7 @@ class Registry:
                 "kind": kind,
                 "vectors": embedding.num_vectors,
                 "widths": list(embedding.widths),
-                "family": embedding.family,
+                **_family_fields(embedding),
                 "sha256": _sha256(staging / SAFE_NAME),
                 "created": _utc_now(),
                 "source": dict(source),
@@ -419,3 +419,14 @@ class Registry:
     def list(self) -> list[Entry]:
         """The current version of every name, sorted by name. Folders that are not valid entries are skipped."""
         return self._all_current()
+
+
+def _family_fields(embedding: Embedding) -> dict[str, Any]:
+    """``family``: the variant the widths imply (``"sd1"``), else a layout tinv keeps without running it
+    (``"flux"``, with its ``layout`` label for list and show), else None; written with the entry, in one rename."""
+    from tinv_cli.formats import foreign
+
+    if embedding.family is not None:
+        return {"family": embedding.family}
+    layout = foreign.for_widths(embedding.widths)
+    return {"family": None} if layout is None else {"family": layout.id, "layout": layout.label}

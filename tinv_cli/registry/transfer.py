@@ -83,8 +83,6 @@ def import_all(
 
 
 def _add(registry: Registry, path: Path, imported: Any, name: str | None, kind: str | None) -> ImportResult:
-    from tinv_cli.formats import foreign
-
     embedding = imported.embedding
     entry_name = name or name_from_token(embedding.token)
     entry = registry.add(
@@ -99,10 +97,6 @@ def _add(registry: Registry, path: Path, imported: Any, name: str | None, kind: 
         },
         images=imported.images,
     )
-    layout = foreign.for_widths(embedding.widths)
-    if layout is not None and entry.family is None:
-        # No family of tinv's has these widths: the entry records its layout (list and show name it).
-        entry = registry.update_info(entry, family=layout.id, layout=layout.label)
     from tinv_cli.sampling.prompt import token_holders
 
     # A token held by another entry is not an error (two trainings of one concept may share it), but a prompt's

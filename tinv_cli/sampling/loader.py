@@ -40,6 +40,11 @@ def check_fits(embedding: Embedding, widths: tuple[int, ...]) -> None:
     """Refuses a concept whose vectors do not match the text encoders' widths, naming both model families."""
     if embedding.widths == tuple(widths):
         return
+    from tinv_cli.formats import foreign
+
+    refusal = foreign.refusal(embedding.widths, "sample or train")
+    if refusal is not None:
+        raise refusal
     trained_for = families.describe_widths(embedding.widths)
     trained_article = "a " if len(embedding.widths) == 1 else ""
     known = families.variant(embedding.widths)
