@@ -298,8 +298,9 @@ def _import_folder(
 
 _EXPORT_HELP = """Write a registry entry in another tool's format, or every entry into a UI's embeddings folder.
 
-tinv export NAME -f FORMAT [-o PATH] writes one entry: diffusers, a1111 (.pt; .safetensors for SDXL),
-a1111-png (an image embedding), kohya or concepts-library; safetensors files carry modelspec metadata.
+tinv export NAME -f FORMAT [-o PATH] writes one entry: diffusers, a1111 (NAME.safetensors; -o NAME.pt for
+A1111's pickle), a1111-png (an image embedding), kohya or concepts-library; safetensors files carry modelspec
+metadata.
 
 tinv export --all --to DIR --for a1111|forge|comfyui|invokeai writes the current version of every entry into
 DIR as NAME.safetensors (emb_params for SD 1.x/2.x, clip_l/clip_g for SDXL), the file stem being the trigger
