@@ -219,9 +219,15 @@ def test_sdxl_concept_trains_samples_exports_and_loads_in_diffusers(
     assert [p.name for p in written] == ["learned_embeds.safetensors", "learned_embeds_2.safetensors"]
     again = import_file(Registry(), export, name="cat-toy-again")
     assert again.format == "diffusers" and again.entry.embedding().equal(entry.embedding())
-    # The entry (and so a pushed repository) carries the same pair, byte for byte, in diffusers/.
+    # The entry (and so a pushed repository) carries the same pair in diffusers/; the export adds modelspec.
+    from safetensors import safe_open
+
     for path in written:
-        assert (entry.path / "diffusers" / path.name).read_bytes() == path.read_bytes()
+        stored_pair, exported = (load_file(str(p)) for p in (entry.path / "diffusers" / path.name, path))
+        assert stored_pair.keys() == exported.keys()
+        assert all(torch.equal(stored_pair[k], exported[k]) for k in exported)
+        with safe_open(str(path), "pt") as handle:
+            assert (handle.metadata() or {})["modelspec.architecture"].startswith("stable-diffusion-xl")
 
     # tinv sample's pipeline: the model's own size, the concept in both tokenizers, the prompt spelled out.
     options = SampleOptions(model=str(sdxl_model_dir), steps=2, seed=1, device="cpu")
