@@ -11,11 +11,22 @@ from pathlib import Path
 from tinv_cli.errors import DataError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+# `NAME.mask.png` beside `NAME.png` is that image's loss mask (masked_loss), not a training image.
+MASK_SUFFIX = ".mask"
+
+
+def mask_path(image: Path) -> Path:
+    """Where the loss mask of ``image`` is: ``NAME.mask.png`` beside ``NAME.png`` (or ``NAME.jpg`` ...)."""
+    return image.with_name(image.stem + MASK_SUFFIX + ".png")
 
 
 def _is_image_name(path: Path) -> bool:
     # Hidden files are skipped: macOS litters folders with `._photo.jpg` resource forks that are not images.
-    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+    return (
+        not path.name.startswith(".")
+        and path.suffix.lower() in IMAGE_EXTENSIONS
+        and not path.stem.lower().endswith(MASK_SUFFIX)
+    )
 
 
 def list_images(folder: Path) -> list[Path]:

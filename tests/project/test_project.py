@@ -291,7 +291,7 @@ def test_out_of_range_train_values(tmp_path: Path, assignment: str, expected: st
     [
         ("vectors = 0", "between 1 and 75"),
         ("vectors = 76", "between 1 and 75"),
-        ('kind = "objekt"', '"objekt" is not one of "object", "style"; did you mean "object"?'),
+        ('kind = "objekt"', '"objekt" is not one of "object", "style", "negative"; did you mean "object"?'),
         ('init = "zeros"', 'did you mean "zero"?'),
         ('initializer = ""', "a non-empty string"),
     ],

@@ -22,8 +22,11 @@ from tinv_cli.project.schema import NON_EMPTY, Rule, at_least, between, more_tha
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
-Kind = Literal["object", "style"]
-Init = Literal["initializer", "random", "zero"]
+Kind = Literal["object", "style", "negative"]
+Init = Literal["initializer", "random", "zero", "encoder"]
+# The ways of starting that read the concept's initializer words.
+INITIALIZER_INITS: tuple[str, ...] = ("initializer", "encoder")
+NormControl = Literal["free", "keep", "regularise"]
 Prediction = Literal["auto", "epsilon", "v_prediction"]
 LrScheduler = Literal[
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
@@ -67,6 +70,27 @@ class TrainConfig:
     adam_epsilon: float = setting(1.0e-8, "AdamW epsilon", more_than(0))
     max_grad_norm: float = setting(
         0.0, "gradient clipping; 0 turns it off, as in the reference script", at_least(0)
+    )
+    min_snr_gamma: float = setting(
+        0.0, "min-SNR-gamma loss weighting (Hang et al. 2023); 0 turns it off, 5 is typical", at_least(0)
+    )
+    masked_loss: bool = setting(
+        False, "weight the loss by each image's alpha channel or NAME.mask.png (white: learn, black: ignore)"
+    )
+    norm: NormControl = setting(
+        "free",
+        "norm of the new vectors: keep rescales them to the vocabulary's mean norm after each step, "
+        "regularise adds norm_weight x (norm - that mean)^2 to the loss",
+    )
+    norm_weight: float = setting(0.01, "weight of the norm penalty of norm = regularise", at_least(0))
+    early_stop_every: int = setting(
+        0,
+        "steps between validation losses on fixed images, noise and timesteps; the best vectors are "
+        "registered (0: off)",
+        at_least(0),
+    )
+    early_stop_patience: int = setting(
+        3, "validation losses without improvement before the run stops early", at_least(1)
     )
     gradient_checkpointing: bool = setting(
         False, "trade compute for memory in the text encoder (about 30% slower)"
@@ -146,8 +170,13 @@ class Concept:
         NON_EMPTY,
         example="toy",
     )
-    init: Init = setting("initializer", "how the vectors start")
-    kind: Kind = setting("object", "which prompt templates training uses")
+    init: Init = setting(
+        "initializer",
+        "how the vectors start; encoder: the text encoder's output for the initializer (Cross Initialization)",
+    )
+    kind: Kind = setting(
+        "object", "which prompt templates training uses; negative: an embedding for negative prompts"
+    )
     vectors: int = setting(1, "embedding vectors for the token", between(1, MAX_VECTORS))
     validation_prompt: str | None = setting(
         None, "prompt of the validation images", example="a <cat-toy> on a beach"

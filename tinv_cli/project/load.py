@@ -18,7 +18,14 @@ from tinv_cli.embedding import token_names
 from tinv_cli.errors import NotFoundError, Problem, ProjectError
 from tinv_cli.images import image_problems
 from tinv_cli.names import NAME_RE, NAME_RULE
-from tinv_cli.project.config import Concept, HubConfig, ModelConfig, Project, TrainConfig
+from tinv_cli.project.config import (
+    INITIALIZER_INITS,
+    Concept,
+    HubConfig,
+    ModelConfig,
+    Project,
+    TrainConfig,
+)
 from tinv_cli.project.schema import (
     Setting,
     check_value,
@@ -167,7 +174,7 @@ def _parse_concept(
                     )
                     break
     init = values.get("init", None if "init" in data else concept_settings["init"].default)
-    if init == "initializer" and "initializer" not in data:
+    if init in INITIALIZER_INITS and "initializer" not in data:
         checker.add(
             (*path, "init"),
             f'{label} needs an initializer: a word close to the concept (initializer = "toy"), '

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from tinv_cli.embedding import token_names
 from tinv_cli.errors import ModelError, Problem, ProjectError
-from tinv_cli.project.config import ModelConfig, Project
+from tinv_cli.project.config import INITIALIZER_INITS, ModelConfig, Project
 from tinv_cli.project.schema import quote, table_label
 from tinv_cli.project.toml_lines import KeyPath, key_lines, line_of
 
@@ -153,7 +153,7 @@ def check_project(project: Project) -> list[str]:
                     )
                 )
                 break
-        if concept.init != "initializer" or concept.initializer is None:
+        if concept.init not in INITIALIZER_INITS or concept.initializer is None:
             continue
         try:
             ids = initializer_ids(tokenizer, concept.initializer)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinv_cli.errors import DataError
-from tinv_cli.images import IMAGE_EXTENSIONS, list_images
+from tinv_cli.images import IMAGE_EXTENSIONS, list_images, mask_path
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +41,8 @@ class TrainingSet:
     # square: SDXL conditions on both (its "original size" and "crop top-left" time ids).
     original_sizes: tuple[tuple[int, int], ...] = ()
     crop_boxes: tuple[tuple[int, int, int, int], ...] = ()
+    # masked_loss: float32 [N, 1, resolution, resolution] in [0, 1], cropped and resized as the images were.
+    masks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -90,6 +92,46 @@ def open_image(path: Path) -> Image.Image:
         raise DataError(
             f"{path}: not a readable image ({reason})", "replace or remove the file, then run again"
         ) from None
+
+
+def open_mask(path: Path, size: tuple[int, int]) -> Image.Image | None:
+    """The loss mask of the image at ``path`` (whose upright size is ``size``) as 8-bit grey, white = learn:
+    ``NAME.mask.png`` beside it, else the image's own alpha channel, else None (all of it is learned)."""
+    from PIL import Image, ImageOps
+
+    separate = mask_path(path)
+    source = separate if separate.is_file() else path
+    try:
+        with Image.open(source) as opened:
+            opened.load()
+            upright = ImageOps.exif_transpose(opened) or opened
+            if source == separate:
+                mask = upright.convert("L")  # its grey level; any alpha of the mask file is not read
+            elif "A" in upright.getbands() or "transparency" in upright.info:
+                mask = upright.convert("RGBA").getchannel("A")
+            else:
+                return None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise DataError(f"{source}: not a readable mask ({reason})", "replace or remove the file") from None
+    if mask.size != size:
+        raise DataError(
+            f"{separate}: the mask is {mask.size[0]}x{mask.size[1]} but its image is {size[0]}x{size[1]}",
+            "save the mask at the image's size",
+        )
+    return mask.copy()
+
+
+def mask_pixels(mask: Image.Image | None, resolution: int, *, center_crop: bool) -> torch.Tensor:
+    """A mask cropped and resized exactly as its image (``prepare_image``), as float32 ``[1, H, W]`` in [0, 1];
+    no mask is all ones."""
+    import numpy as np
+    import torch
+
+    if mask is None:
+        return torch.ones(1, resolution, resolution)
+    prepared = prepare_image(mask, resolution, center_crop=center_crop)
+    return torch.from_numpy(np.asarray(prepared, dtype=np.uint8).astype(np.float32) / 255.0).unsqueeze(0)
 
 
 def crop_box(size: tuple[int, int], *, center_crop: bool) -> tuple[int, int, int, int]:
@@ -154,8 +196,10 @@ def load_training_set(
     resolution: int,
     center_crop: bool,
     warn: Callable[[str], None] | None = None,
+    masks: bool = False,
 ) -> TrainingSet:
-    """Read every image in ``folder`` (sorted by name) into one tensor, plus its caption if it has one."""
+    """Read every image in ``folder`` (sorted by name) into one tensor, plus its caption if it has one, and with
+    ``masks`` each image's loss mask (``open_mask``)."""
     import torch
 
     paths = list_images(folder)
@@ -169,8 +213,12 @@ def load_training_set(
     captions = []
     sizes = []
     boxes = []
+    mask_list = []
     for path in paths:
         image = open_image(path)
+        if masks:
+            mask = open_mask(path, image.size)
+            mask_list.append(mask_pixels(mask, resolution, center_crop=center_crop))
         note = small_image_note(path, image.size, resolution)
         if note and warn is not None:
             warn(note)
@@ -185,6 +233,7 @@ def load_training_set(
         resolution=resolution,
         original_sizes=tuple(sizes),
         crop_boxes=tuple(boxes),
+        masks=torch.stack(mask_list) if masks else None,
     )
 
 
@@ -196,6 +245,9 @@ def fingerprint(paths: Sequence[Path]) -> str:
         digest.update(hashlib.sha256(path.read_bytes()).digest())
         caption = path.with_suffix(".txt")
         digest.update(caption.read_bytes() if caption.is_file() else b"\0no caption\0")
+        mask = mask_path(path)
+        if mask.is_file():  # only then: the fingerprint of a folder without masks is as it always was
+            digest.update(b"\0mask\0" + hashlib.sha256(mask.read_bytes()).digest())
     return digest.hexdigest()
 
 

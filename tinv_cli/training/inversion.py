@@ -45,11 +45,18 @@ def add_placeholder_tokens(tokenizer: Any, token: str, vectors: int) -> list[int
 
 
 def initial_vectors(
-    weight: torch.Tensor, concept: Concept, tokenizer: Any, *, seed: int, stream: str = "init"
+    weight: torch.Tensor,
+    concept: Concept,
+    tokenizer: Any,
+    *,
+    seed: int,
+    stream: str = "init",
+    text_encoder: Any | None = None,
 ) -> torch.Tensor:
     """The ``[n, d]`` float32 starting vectors: the initializer's rows (vector i averages the tokens
-    ``initializer_plan`` gives it), random rows with the vocabulary's per-dimension spread, or zeros.
-    ``stream`` names the random draw, so each text encoder of a model gets its own."""
+    ``initializer_plan`` gives it), random rows with the vocabulary's per-dimension spread, zeros, or (``init =
+    "encoder"``) ``text_encoder``'s output for the initializer (``encoder_vectors``). ``stream`` names the random
+    draw, so each text encoder of a model gets its own."""
     import torch
 
     from tinv_cli.project.tokens import initializer_ids, initializer_plan
@@ -65,7 +72,27 @@ def initial_vectors(
         return draw * table.std(dim=0) + table.mean(dim=0)
     ids = initializer_ids(tokenizer, concept.initializer or "")
     plan = initializer_plan(len(ids), n)
+    if concept.init == "encoder":
+        if text_encoder is None:
+            raise ValueError("init = 'encoder' needs the text encoder")
+        table = encoder_vectors(text_encoder, tokenizer, ids).to(table.device)
+        return torch.stack([table[group].mean(dim=0) for group in plan])
     return torch.stack([table[[ids[j] for j in group]].mean(dim=0) for group in plan])
+
+
+def encoder_vectors(text_encoder: Any, tokenizer: Any, ids: list[int]) -> torch.Tensor:
+    """Cross Initialization (Pang et al. 2024): the text encoder's final-layer output (after its final layer
+    norm) at each initializer token's position, for the initializer on its own between the start and end
+    tokens; float32 ``[len(ids), d]``. That output lives where the encoder's input rows of a trained concept
+    end up, so training starts closer to its result."""
+    import torch
+
+    row = [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
+    device = text_encoder.get_input_embeddings().weight.device
+    input_ids = torch.tensor([row], device=device)
+    with torch.no_grad():
+        hidden = text_encoder(input_ids).last_hidden_state
+    return hidden[0, 1 : 1 + len(ids)].float()
 
 
 def embedding_with_new_rows(
@@ -126,17 +153,30 @@ def diffusion_loss(
     timesteps: torch.Tensor,
     input_ids: Sequence[torch.Tensor],
     extras: Mapping[str, torch.Tensor],
+    *,
+    min_snr_gamma: float = 0.0,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The example's objective: MSE between the denoiser's prediction and the family's target (the noise for
     epsilon models, the velocity for v-prediction ones), under the family's conditioning. ``input_ids[i]`` are
-    encoder ``i``'s ``[B, 77]`` ids; every tensor is per sample, so a batch of any length works."""
+    encoder ``i``'s ``[B, 77]`` ids; every tensor is per sample, so a batch of any length works.
+
+    ``min_snr_gamma`` > 0 weights each sample by min-SNR-gamma; ``mask`` (``[B, 1, h, w]``) weights the error
+    per latent pixel (``loss_terms``). Without either, the loss is the example's, bit for bit."""
     import torch.nn.functional as F
+
+    from tinv_cli.training import loss_terms
 
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     condition = family.conditioning(text_encoders, input_ids, extras, unet.dtype)
     pred = unet(noisy.to(unet.dtype), timesteps, **condition).sample
     target = family.training_target(noise_scheduler, latents, noise, timesteps)
-    return F.mse_loss(pred.float(), target.float(), reduction="mean")
+    if min_snr_gamma <= 0 and mask is None:
+        return F.mse_loss(pred.float(), target.float(), reduction="mean")
+    weights = (
+        loss_terms.min_snr_weights(noise_scheduler, timesteps, min_snr_gamma) if min_snr_gamma > 0 else None
+    )
+    return loss_terms.weighted_mse(pred, target, weights, mask)
 
 
 def validation_images(

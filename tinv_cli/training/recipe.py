@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from tinv_cli import compat
 from tinv_cli.errors import TinvError
 from tinv_cli.families import describe_widths
-from tinv_cli.training import checkpoint, resume, speed
+from tinv_cli.training import checkpoint, loss_terms, resume, speed
 from tinv_cli.training.process import RunLock, StepRate, Stopped, StopSignal, cpu_processes, peak_memory
 from tinv_cli.training.request import (
     StartInfo,
@@ -199,7 +199,11 @@ class _Recipe:
             say(f"{start.ref} has {start.num_vectors} vectors; training that many")
             concept = replace(concept, vectors=start.num_vectors)
         self.images = load_training_set(
-            concept.images, resolution=config.resolution, center_crop=config.center_crop, warn=say
+            concept.images,
+            resolution=config.resolution,
+            center_crop=config.center_crop,
+            warn=say,
+            masks=config.masked_loss,
         )
         if config.mixed_precision == "fp16" and state.device.type == "cpu":
             say("fp16 mixed precision needs a GPU; training on the CPU in full precision")
@@ -297,9 +301,11 @@ class _Recipe:
         )
         self.parts, self.trainable = parts, self.model.trainable
 
-    def _initial_vectors(self, tables: list[torch.Tensor], tokenizers: tuple[Any, ...]) -> list[torch.Tensor]:
-        """Starting vectors per text encoder: the --from entry's, else the concept's initializer (or random or
-        zero rows, each encoder from a random stream of its own)."""
+    def _initial_vectors(
+        self, tables: list[torch.Tensor], tokenizers: tuple[Any, ...], encoders: tuple[Any, ...]
+    ) -> list[torch.Tensor]:
+        """Starting vectors per text encoder: the --from entry's, else the concept's initializer (its rows or
+        the encoder's output for it; or random or zero rows, each encoder from a random stream of its own)."""
         from tinv_cli.training import inversion
 
         if self.start_entry is not None:
@@ -313,8 +319,9 @@ class _Recipe:
                 tokenizer,
                 seed=self.config.seed,
                 stream="init" if i == 0 else f"init/{i}",
+                text_encoder=encoder,
             )
-            for i, (table, tokenizer) in enumerate(zip(tables, tokenizers, strict=True))
+            for i, (table, tokenizer, encoder) in enumerate(zip(tables, tokenizers, encoders, strict=True))
         ]
 
     def _check_start_fits(self, widths: tuple[int, ...]) -> None:
@@ -533,6 +540,8 @@ class _Recipe:
         latents = (mean + std * torch.cat(samples)) * self.model.scaling_factor
         noise, timesteps = torch.cat(noises), torch.cat(steps)
         loss = self._loss(self.model.train_unet, images, flips, prompts, latents, noise, timesteps)
+        if self.config.norm == "regularise":
+            loss = loss + loss_terms.norm_penalty(trainable, self.model.vocab_norms, self.config.norm_weight)
         accelerator.backward(loss)
         if accelerator.sync_gradients:
             if self.world > 1:
@@ -545,6 +554,8 @@ class _Recipe:
             if self.config.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(trainable, self.config.max_grad_norm)
         self.optimizer.step()
+        if self.config.norm == "keep" and accelerator.sync_gradients:
+            loss_terms.keep_norm(trainable, self.model.vocab_norms)
         if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
             self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -562,6 +573,7 @@ class _Recipe:
     ) -> torch.Tensor:
         from tinv_cli.training.inversion import diffusion_loss
 
+        mask = self.model.latent_mask
         with self.accelerator.autocast():
             return diffusion_loss(
                 unet,
@@ -573,6 +585,8 @@ class _Recipe:
                 timesteps,
                 [ids[images, prompts] for ids in self.model.input_ids],
                 {name: tensor[images, flips] for name, tensor in self.model.extras.items()},
+                min_snr_gamma=self.config.min_snr_gamma,
+                mask=None if mask is None else mask[images, flips],
             )
 
     def _fits_batched(self) -> bool:

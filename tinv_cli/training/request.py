@@ -11,7 +11,7 @@ from typing import Any
 
 from tinv_cli.errors import NotFoundError, TinvError
 from tinv_cli.paths import tinv_home
-from tinv_cli.project.config import Concept, Project, TrainConfig
+from tinv_cli.project.config import INITIALIZER_INITS, Concept, Project, TrainConfig
 from tinv_cli.project.schema import check_value, table_settings
 
 REPORT_TO = ("tensorboard",)
@@ -130,10 +130,14 @@ def resolve_concept(project: Project, name: str, overrides: Mapping[str, Any]) -
         problem, chosen[key] = check_value(setting, value, on_command_line=True)
         if problem:
             raise TinvError(f"{flag_name(key)} {value}: {problem}", "see `tinv train --help`")
-    if "initializer" in concept_overrides and "init" not in concept_overrides:
+    if (
+        "initializer" in concept_overrides
+        and "init" not in concept_overrides
+        and concept.init not in INITIALIZER_INITS
+    ):
         concept_overrides["init"] = "initializer"
     concept = replace(concept, **concept_overrides)
-    if concept.init == "initializer" and not concept.initializer:
+    if concept.init in INITIALIZER_INITS and not concept.initializer:
         raise TinvError(
             f"concept {name} has no initializer", "pass --initializer WORD, or --init random / --init zero"
         )

@@ -10,18 +10,20 @@ when checkpoints were saved); ``checkpoint.py`` writes and reads it atomically.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinv_cli.project.config import INITIALIZER_INITS, TrainConfig
 from tinv_cli.training import checkpoint
 from tinv_cli.training.data import fingerprint
 
 if TYPE_CHECKING:
     import torch
 
-    from tinv_cli.project.config import Concept, TrainConfig
+    from tinv_cli.project.config import Concept
     from tinv_cli.registry.entry import Entry
     from tinv_cli.training.data import SampleStream
 
@@ -34,6 +36,19 @@ _NOT_HASHED = (
     "gradient_checkpointing",
     "compile",
 )
+# Settings of methods added after checkpoints were first written: left out of the identity while at their
+# default (off), so a checkpoint of an earlier tinv still resumes the same run.
+_LEFT_OUT_AT_DEFAULT = (
+    "min_snr_gamma",
+    "masked_loss",
+    "norm",
+    "norm_weight",
+    "early_stop_every",
+    "early_stop_patience",
+)
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 def run_settings(
@@ -54,11 +69,15 @@ def run_settings(
         "kind": concept.kind,
         "vectors": concept.vectors,
         "init": "entry" if start_entry else concept.init,
-        "initializer": concept.initializer if concept.init == "initializer" and not start_entry else None,
+        "initializer": concept.initializer if concept.init in INITIALIZER_INITS and not start_entry else None,
         "from_entry": start_entry.sha256 if start_entry else None,
         "images": fingerprint(images),
         "num_processes": world,
-        "train": {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED},
+        "train": {
+            k: v
+            for k, v in config.to_dict().items()
+            if k not in _NOT_HASHED and not (k in _LEFT_OUT_AT_DEFAULT and v == _DEFAULTS[k])
+        },
     }
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tinv_cli.embedding import token_names
-from tinv_cli.training import inversion, speed
+from tinv_cli.training import inversion, loss_terms, speed
 from tinv_cli.training.templates import all_prompts
 
 if TYPE_CHECKING:
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from tinv_cli.project.config import Concept, TrainConfig
     from tinv_cli.training.data import TrainingSet
 
-# (base token tables, the run's tokenizers) -> the starting [n, d] vectors, one per text encoder.
-InitialVectors = Callable[[list["torch.Tensor"], tuple[Any, ...]], Sequence["torch.Tensor"]]
+# (base token tables, the run's tokenizers, the text encoders) -> the starting [n, d] vectors, one per encoder.
+InitialVectors = Callable[[list["torch.Tensor"], tuple[Any, ...], tuple[Any, ...]], Sequence["torch.Tensor"]]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class Trainable:
     prompts: list[list[str]]  # every prompt each image can draw
     input_ids: list[torch.Tensor]  # per tokenizer: [images, prompts, 77] on the device
     extras: dict[str, torch.Tensor]  # the family's per-image conditioning, [images, 2, ...]
+    vocab_norms: tuple[float, ...]  # per encoder: the mean L2 norm of its base vocabulary's rows
+    latent_mask: torch.Tensor | None = None  # masked_loss: [images, 2, 1, h, w] on the device, else None
 
     @property
     def trainable(self) -> list[torch.Tensor]:
@@ -74,7 +76,6 @@ def attach(
     ]
     encoders, unet, vae = parts.text_encoders, parts.unet, parts.vae
     original_rows = [encoder.get_input_embeddings() for encoder in encoders]
-    inits = initial_vectors([rows.weight for rows in original_rows], tokenizers)
 
     # Freeze everything, then swap in the trainable rows. Cleanup undoes each change in reverse order; a
     # caller's pipeline also gets its devices, modes and requires_grad flags back.
@@ -86,6 +87,8 @@ def attach(
         undo.append(lambda: [m.to(where).train(mode) for m, where, mode in places])
     for module in modules:
         module.requires_grad_(False).to(device)
+    # On the device, before the rows are swapped: init = "encoder" runs the encoders as they came.
+    inits = initial_vectors([rows.weight for rows in original_rows], tokenizers, tuple(encoders))
     rows_ = tuple(
         inversion.embedding_with_new_rows(base_rows, ids, init)
         for base_rows, ids, init in zip(original_rows, new_ids, inits, strict=True)
@@ -150,4 +153,19 @@ def attach(
         prompts=prompts,
         input_ids=input_ids,
         extras={name: tensor.to(device) for name, tensor in extras.items()},
+        vocab_norms=tuple(loss_terms.vocabulary_norm(rows.weight) for rows in original_rows),
+        latent_mask=latent_mask(images.masks, latent_mean.shape[-2:], device),
     )
+
+
+def latent_mask(masks: torch.Tensor | None, size: Sequence[int], device: torch.device) -> torch.Tensor | None:
+    """Each image's mask ``[N, 1, H, W]`` (at the training resolution, cropped and resized as the image was)
+    and its mirror at the latent size: ``[N, 2, 1, h, w]``, averaged over each latent pixel's area, as the
+    latents come from the image and its mirror (index 1 is the flipped one)."""
+    if masks is None:
+        return None
+    import torch
+    import torch.nn.functional as F
+
+    small = F.interpolate(masks.float(), size=tuple(size), mode="area")
+    return torch.stack([small, torch.flip(small, dims=[-1])], dim=1).to(device)
