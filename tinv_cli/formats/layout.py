@@ -4,7 +4,7 @@ Every module that reads or writes an entry's files names them from here."""
 
 from __future__ import annotations
 
-KINDS: tuple[str, ...] = ("object", "style")
+KINDS: tuple[str, ...] = ("object", "style", "negative")
 
 SAFE_NAME = "learned_embeds.safetensors"
 BIN_NAME = "learned_embeds.bin"

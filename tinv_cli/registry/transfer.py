@@ -85,10 +85,13 @@ def import_all(
 def _add(registry: Registry, path: Path, imported: Any, name: str | None, kind: str | None) -> ImportResult:
     embedding = imported.embedding
     entry_name = name or name_from_token(embedding.token)
+    # A file that says it is a negative embedding (kohya's modelspec.is_negative_embedding) is recorded as one.
+    spec = (imported.meta or {}).get("modelspec") or {}
+    negative = str(spec.get("is_negative_embedding", "")).lower() == "true"
     entry = registry.add(
         entry_name,
         embedding,
-        kind=kind or imported.kind or "object",
+        kind=kind or imported.kind or ("negative" if negative else "object"),
         source={
             "type": "imported",
             "format": imported.format,
@@ -161,7 +164,7 @@ def export_meta(entry: Entry) -> dict[str, Any]:
         "name": entry.name,
         "title": entry.name,
         "created": entry.created,
-        "negative": bool(info.get("negative")),
+        "negative": entry.kind == "negative" or bool(info.get("negative")),
         "step": training.get("steps"),
         "sd_checkpoint_name": info.get("base_model"),
     }

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from tinv_cli.errors import NotFoundError, TinvError
 from tinv_cli.project.config import DEFAULT_BASE_MODEL
 from tinv_cli.sampling import pngmeta
+from tinv_cli.sampling.negatives import move_negatives
 from tinv_cli.sampling.prompt import PromptConcept, canonical_prompt, pinned_prompt, resolve_concepts
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class SampleOptions:
     """Everything ``generate`` takes besides the prompt. ``size`` is (width, height); None: the model's own."""
 
     negative_prompt: str = ""
+    move_negatives: bool = True  # a negative concept named in the prompt goes to the negative prompt
     num_images: int = 1
     seed: int | None = None  # None: a random seed, recorded in each image
     steps: int = 30
@@ -289,6 +291,10 @@ def prepare(
     prompt, negative = canonical_prompt(prompt), canonical_prompt(options.negative_prompt)
     project = _LazyProject(options.project)
     concepts = resolve_concepts([prompt, negative], registry or Registry(), project)
+    if options.move_negatives:
+        prompt, negative, moved = move_negatives(prompt, negative, concepts)
+        for note in moved:
+            report(Progress("note", note))
     for concept in concepts:
         if concept.note:  # a token more than one entry has: say which one the prompt gets
             report(Progress("note", concept.note))

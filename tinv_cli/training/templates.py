@@ -68,7 +68,29 @@ STYLE_TEMPLATES: tuple[str, ...] = (
     "a large painting in the style of {}",
 )
 
-TEMPLATES: dict[str, tuple[str, ...]] = {"object": OBJECT_TEMPLATES, "style": STYLE_TEMPLATES}
+# A negative embedding is used in negative prompts, which are lists of what to avoid ("low quality, blurry,
+# bad anatomy"), not sentences; so it trains on such prompts: the bare token (how it is most often written),
+# the token among quality words (where it sits in a real negative prompt) and a few photo and rendering
+# phrasings (so it learns the look of the images whatever their subject). Its images are examples of what
+# should be avoided, and these prompts tie that look to the token alone, not to a subject word.
+NEGATIVE_TEMPLATES: tuple[str, ...] = (
+    "{}",
+    "{}",
+    "a photo of {}",
+    "an image of {}",
+    "a rendering of {}",
+    "low quality {}",
+    "{}, low quality",
+    "{}, worst quality",
+    "a picture with {}",
+    "{}, blurry",
+)
+
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "object": OBJECT_TEMPLATES,
+    "style": STYLE_TEMPLATES,
+    "negative": NEGATIVE_TEMPLATES,
+}
 
 
 def templates_for(kind: str) -> tuple[str, ...]:
