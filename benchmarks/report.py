@@ -50,3 +50,12 @@ def write_section(
     else:
         new = old.rstrip("\n") + "\n\n" + heading + text + "\n"
     path.write_text(new, encoding="utf-8")
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's feature flags (from /proc/cpuinfo; empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []

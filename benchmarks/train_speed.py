@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train_speed.py             # writes its section of docs/benchmarks.md
     .venv/bin/python benchmarks/train_speed.py --no-write  # prints only
+    .venv/bin/python benchmarks/train_speed.py --example-script ~/diffusers/examples/textual_inversion/textual_inversion.py
 
 Three ways to take one optimisation step (batch 1, no gradient accumulation), side by side in one run:
 
@@ -19,8 +20,12 @@ encoder 123M with a 49,408-row token table), built in the measuring process in t
 them in. The tokenizer is tests/assets/tokenizer with filler entries appended up to CLIP's 49,408 (the special
 tokens last, at CLIP's ids), so the token table, the example's optimizer state and its restore have their real
 sizes. Each variant runs in its own process, so memory peaks do not mix: on Linux the peak resident memory from
-the moment the models are built (``/proc/self/clear_refs``), so building them does not count; on CUDA the peak
-allocated. The three processes take their steps in lockstep, one step each in turn (the order rotating every
+the moment the models are built (``/proc/self/clear_refs``), and beside it the peak from process start (model
+building included, what a user sees); on CUDA the peak allocated. The reimplementation builds its models in
+the target dtype, where the example script loads fp32 weights and then casts the UNet and VAE, so its peak from
+start is lower than the script's. ``--example-script PATH`` makes (a) the script itself: run twice (3 and 9
+steps) on the random models saved as a diffusers folder, s/step the marginal cost, memory the process's
+whole peak. ``--model`` sdxl (tinv only), tiny and tiny-sdxl serve benchmarks/gpu_check.py. The three processes take their steps in lockstep, one step each in turn (the order rotating every
 round), so a machine whose load changes while the benchmark runs slows all three alike; a step's time runs from
 the go-ahead to the end of the step (a device sync on CUDA). Step times are the median of the timed steps.
 """
@@ -40,12 +45,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from report import cpu_model, markers, write_section  # this folder's shared CPU name and docs writer
+from report import (
+    cpu_flags,
+    cpu_model,
+    markers,
+    write_section,
+)  # this folder's shared CPU name and docs writer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = {"a": "diffusers example", "b": "tinv", "c": "floor"}
+MODELS = {"sd15": "SD 1.5-sized", "sdxl": "SDXL-sized", "tiny": "tiny SD", "tiny-sdxl": "tiny SDXL"}
 CLIP_VOCAB = 49408
 TOKEN = "<bench-toy>"
 INITIALIZER = "toy"
@@ -99,7 +110,6 @@ def _random_init(module: Any, seed: int) -> None:
 
 def build_modules(dtypes: dict[str, Any], device: Any, seed: int = 0) -> dict[str, Any]:
     """SD 1.5-shaped ``text_encoder``, ``unet``, ``vae`` and scheduler, each module in ``dtypes[name]``."""
-    import torch
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -149,41 +159,169 @@ def build_modules(dtypes: dict[str, Any], device: Any, seed: int = 0) -> dict[st
 
     modules: dict[str, Any] = {}
     for i, (name, make) in enumerate((("text_encoder", text_encoder), ("unet", unet), ("vae", vae))):
-        # Built on the meta device, then given storage in its final dtype: the fp32 copy never exists.
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtypes[name])
-        try:
-            with torch.device("meta"):
-                module = make()
-        finally:
-            torch.set_default_dtype(previous)
-        module.to_empty(device=device)
-        _random_init(module, seed + i)
-        for buffer_name, buffer in module.named_buffers():
-            if buffer_name.endswith("position_ids"):  # CLIP's only buffer: 0 .. 76
-                buffer.copy_(torch.arange(buffer.shape[-1], device=device).expand_as(buffer))
-        modules[name] = module.eval()
+        modules[name] = materialise(make, dtypes[name], device, seed + i)
     modules["scheduler"] = PNDMScheduler(**SCHEDULER_CONFIG)
     return modules
+
+
+def materialise(make: Any, dtype: Any, device: Any, seed: int) -> Any:
+    """``make()`` built on the meta device, then given storage in ``dtype`` and random weights: the fp32 copy
+    never exists."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device("meta"):
+            module = make()
+    finally:
+        torch.set_default_dtype(previous)
+    module.to_empty(device=device)
+    _random_init(module, seed)
+    for buffer_name, buffer in module.named_buffers():
+        if buffer_name.endswith("position_ids"):  # CLIP's only buffer: 0 .. 76
+            buffer.copy_(torch.arange(buffer.shape[-1], device=device).expand_as(buffer))
+    return module.eval()
+
+
+def clip_text_config(width: int, layers: int, heads: int, act: str) -> Any:
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=CLIP_VOCAB,
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=77,
+        hidden_act=act,
+        projection_dim=width,
+        bos_token_id=CLIP_VOCAB - 2,
+        eos_token_id=CLIP_VOCAB - 1,
+        pad_token_id=CLIP_VOCAB - 1,
+    )
+
+
+def sdxl_pipeline(dtype: Any, work: Path, seed: int = 0) -> Any:
+    """SDXL base 1.0's layer sizes, random weights: UNet 2.6B parameters (transformer depths 1, 2, 10), CLIP
+    ViT-L and OpenCLIP ViT-bigG text encoders, the SD VAE; every module in ``dtype``, on the CPU."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from tests.tiny import SDXL_SCHEDULER_CONFIG
+
+    def unet() -> Any:
+        return UNet2DConditionModel(
+            sample_size=128,
+            layers_per_block=2,
+            block_out_channels=(320, 640, 1280),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 10),
+            attention_head_dim=(5, 10, 20),
+            cross_attention_dim=2048,
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,
+        )
+
+    def vae() -> Any:
+        return AutoencoderKL(
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=4,
+            sample_size=1024,
+            scaling_factor=0.13025,
+        )
+
+    cpu = torch.device("cpu")
+    return StableDiffusionXLPipeline(
+        vae=materialise(vae, dtype, cpu, seed + 2),
+        text_encoder=materialise(
+            lambda: CLIPTextModel(clip_text_config(768, 12, 12, "quick_gelu")), dtype, cpu, seed
+        ),
+        text_encoder_2=materialise(
+            lambda: CLIPTextModelWithProjection(clip_text_config(1280, 32, 20, "gelu")), dtype, cpu, seed + 3
+        ),
+        tokenizer=clip_sized_tokenizer(work / "tokenizer"),
+        tokenizer_2=clip_sized_tokenizer(work / "tokenizer_2"),
+        unet=materialise(unet, dtype, cpu, seed + 1),
+        scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER_CONFIG),  # type: ignore[arg-type]
+    )
+
+
+def model_modules(args: argparse.Namespace, dtypes: dict[str, Any], work: Path) -> dict[str, Any]:
+    """``text_encoder``, ``unet``, ``vae``, ``scheduler`` and ``tokenizer`` of ``--model`` (an SD 1.x one), on the
+    CPU, each module in ``dtypes[name]``."""
+    import torch
+
+    if args.model == "tiny":
+        from tests.tiny import build_tiny_pipeline
+
+        pipe = build_tiny_pipeline()
+        modules = {
+            name: getattr(pipe, name).to(dtype=dtypes[name]) for name in ("text_encoder", "unet", "vae")
+        }
+        return {**modules, "scheduler": pipe.scheduler, "tokenizer": pipe.tokenizer}
+    if args.model != "sd15":
+        raise SystemExit(
+            f"--model {args.model}: the example's and the floor's step are SD 1.x's; use --variants b"
+        )
+    modules = build_modules(dtypes, torch.device("cpu"))
+    return {**modules, "tokenizer": clip_sized_tokenizer(work / "tokenizer")}
+
+
+def model_pipeline(args: argparse.Namespace, dtype: Any, work: Path) -> Any:
+    """The pipeline of ``--model`` that tinv trains on, every module in ``dtype``, on the CPU."""
+    from diffusers import StableDiffusionPipeline
+
+    if args.model == "sdxl":
+        return sdxl_pipeline(dtype, work)
+    if args.model == "tiny-sdxl":
+        from tests.tiny import build_tiny_sdxl_pipeline
+
+        return build_tiny_sdxl_pipeline().to(dtype=dtype)
+    m = model_modules(args, {"text_encoder": dtype, "unet": dtype, "vae": dtype}, work)
+    return StableDiffusionPipeline(
+        vae=m["vae"],
+        text_encoder=m["text_encoder"],
+        tokenizer=m["tokenizer"],
+        unet=m["unet"],
+        scheduler=m["scheduler"],
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Memory.
 
 
-def reset_peak(device: Any) -> bool:
-    """Start counting peak memory now; False where only the whole process's peak is known."""
+def reset_peak(device: Any) -> tuple[bool, int]:
+    """Start counting peak memory now. Returns whether that worked (False where only the whole process's peak
+    is known) and the peak so far, from process start: model building included, as a user sees it."""
     import torch
 
+    so_far = read_peak(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        return True
+        return True, so_far
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set size
     except OSError:
-        return False
-    return True
+        return False, so_far
+    return True, so_far
 
 
 def read_peak(device: Any) -> int:
@@ -292,12 +430,9 @@ def run_example(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[st
 
     device = lock.device
     weight_dtype = getattr(torch, DTYPES[args.precision])
-    tokenizer = clip_sized_tokenizer(work / "tokenizer")
-    m = build_modules(
-        {"text_encoder": torch.float32, "unet": weight_dtype, "vae": weight_dtype}, torch.device("cpu")
-    )
-    text_encoder, unet, vae = m["text_encoder"], m["unet"], m["vae"]
-    exact = reset_peak(device)
+    m = model_modules(args, {"text_encoder": torch.float32, "unet": weight_dtype, "vae": weight_dtype}, work)
+    text_encoder, unet, vae, tokenizer = m["text_encoder"], m["unet"], m["vae"], m["tokenizer"]
+    exact, built = reset_peak(device)
 
     accelerator = Accelerator(mixed_precision=MIXED[args.precision], cpu=device.type == "cpu")
     noise_scheduler = DDPMScheduler.from_config(m["scheduler"].config)
@@ -369,7 +504,7 @@ def run_example(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[st
     # What the example's checkpoint (accelerator.save_state every checkpointing_steps) writes.
     accelerator.save_state(str(work / "example-checkpoint"))
     checkpoint_bytes = sum(p.stat().st_size for p in (work / "example-checkpoint").rglob("*") if p.is_file())
-    return _result(args, lock, peak, exact, checkpoint_bytes=checkpoint_bytes)
+    return _result(args, lock, peak, exact, built, checkpoint_bytes=checkpoint_bytes)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -378,7 +513,6 @@ def run_example(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[st
 
 def run_tinv(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str, Any]:
     import torch
-    from diffusers import StableDiffusionPipeline
 
     from tinv_cli.project.config import Concept, ModelConfig, Project, TrainConfig
     from tinv_cli.registry.store import Registry
@@ -386,18 +520,7 @@ def run_tinv(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str, 
     from tinv_cli.training.request import TrainCallbacks, TrainRequest
 
     os.environ["TINV_HOME"] = str(work / "home")
-    dtype = getattr(torch, DTYPES[args.precision])
-    m = build_modules({"text_encoder": dtype, "unet": dtype, "vae": dtype}, torch.device("cpu"))
-    pipe = StableDiffusionPipeline(
-        vae=m["vae"],
-        text_encoder=m["text_encoder"],
-        tokenizer=clip_sized_tokenizer(work / "tokenizer"),
-        unet=m["unet"],
-        scheduler=m["scheduler"],
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = model_pipeline(args, getattr(torch, DTYPES[args.precision]), work)
     total = args.warmup + args.steps
     settings = TrainConfig(
         steps=total,
@@ -426,13 +549,13 @@ def run_tinv(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str, 
             if step < total:
                 lock.go()
 
-    exact = reset_peak(lock.device)
+    exact, built = reset_peak(lock.device)
     summary = train(TrainRequest(project, "bench"), Steps(), pipeline=pipe)
     peak = read_peak(lock.device)
     checkpoint_bytes = sum(p.stat().st_size for p in summary.checkpoint.rglob("*") if p.is_file())
     embedding_bytes = Registry().get(summary.entry).embedding_file().stat().st_size
     return _result(
-        args, lock, peak, exact, checkpoint_bytes=checkpoint_bytes, embedding_bytes=embedding_bytes
+        args, lock, peak, exact, built, checkpoint_bytes=checkpoint_bytes, embedding_bytes=embedding_bytes
     )
 
 
@@ -448,10 +571,9 @@ def run_floor(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str,
 
     device = lock.device
     dtype = getattr(torch, DTYPES[args.precision])
-    tokenizer = clip_sized_tokenizer(work / "tokenizer")
-    m = build_modules({"text_encoder": dtype, "unet": dtype, "vae": dtype}, torch.device("cpu"))
-    text_encoder, unet = m["text_encoder"].to(device), m["unet"].to(device)
-    exact = reset_peak(device)
+    m = model_modules(args, {"text_encoder": dtype, "unet": dtype, "vae": dtype}, work)
+    tokenizer, text_encoder, unet = m["tokenizer"], m["text_encoder"].to(device), m["unet"].to(device)
+    exact, built = reset_peak(device)
     text_encoder.requires_grad_(False).train()
     unet.requires_grad_(False)
     speed.to_channels_last(unet)  # as tinv's trainer lays it out
@@ -459,7 +581,7 @@ def run_floor(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str,
     text_encoder.get_input_embeddings().register_forward_hook(
         lambda module, inputs, output: output.detach().requires_grad_(True)
     )
-    side = args.resolution // 8
+    side = args.resolution // 2 ** (len(m["vae"].config.block_out_channels) - 1)  # the latents' side
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(1, 4, side, side, generator=generator).to(device)
     noise = torch.randn(1, 4, side, side, generator=generator).to(device)
@@ -477,10 +599,12 @@ def run_floor(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str,
             loss = F.mse_loss(pred.float(), noise.float())
         loss.backward()
         lock.done()
-    return _result(args, lock, read_peak(device), exact)
+    return _result(args, lock, read_peak(device), exact, built)
 
 
-def _result(args: argparse.Namespace, lock: Lockstep, peak: int, exact: bool, **extra: Any) -> dict[str, Any]:
+def _result(
+    args: argparse.Namespace, lock: Lockstep, peak: int, exact: bool, built: int, **extra: Any
+) -> dict[str, Any]:
     timed = lock.times[args.warmup :]
     return {
         "variant": args.worker,
@@ -491,6 +615,8 @@ def _result(args: argparse.Namespace, lock: Lockstep, peak: int, exact: bool, **
         "warmup_s": [round(t, 3) for t in lock.times[: args.warmup]],
         "peak_bytes": peak,
         "peak_from_build": not exact,
+        # From process start, model building included (VmHWM never reset): what a user's process reaches.
+        "peak_start_bytes": max(peak, built),
         **extra,
     }
 
@@ -512,6 +638,155 @@ def worker(args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# (a) with --example-script: the diffusers example's own script, run as a user runs it.
+
+SCRIPT_STEPS = (3, 9)  # two runs; the difference of their times is 6 steps' cost, start-up cancelled out
+
+
+def marginal_step(short: tuple[int, float], long: tuple[int, float]) -> float:
+    """Seconds per step from two whole runs (steps, seconds): what the longer run's extra steps cost each, so
+    start-up, model loading and saving (the same in both) cancel out."""
+    (n_short, t_short), (n_long, t_long) = short, long
+    if n_long <= n_short:
+        raise ValueError(f"the longer run must take more steps than the shorter ({n_long} <= {n_short})")
+    return (t_long - t_short) / (n_long - n_short)
+
+
+def tqdm_rate(text: str) -> float | None:
+    """Seconds per step from the last rate a tqdm bar printed in ``text`` (``1.23s/it`` or ``4.56it/s``), or
+    None: a cross-check of the marginal cost, which includes the first steps' warm-up."""
+    import re
+
+    found = re.findall(r"(\d+(?:\.\d+)?)\s*(s/it|it/s)", text)
+    if not found:
+        return None
+    value, unit = found[-1]
+    rate = float(value)
+    return rate if unit == "s/it" else (1.0 / rate if rate else None)
+
+
+def script_arguments(
+    model: Path, images: Path, output: Path, *, steps: int, resolution: int, precision: str
+) -> list[str]:
+    """The example's flags for the benchmark's run: batch 1, no accumulation, tinv's learning rate, nothing
+    saved or validated between steps, no data-loader workers."""
+    return [
+        "--pretrained_model_name_or_path", str(model), "--train_data_dir", str(images),
+        "--placeholder_token", TOKEN, "--initializer_token", INITIALIZER, "--learnable_property", "object",
+        "--output_dir", str(output), "--resolution", str(resolution), "--train_batch_size", "1",
+        "--gradient_accumulation_steps", "1", "--max_train_steps", str(steps), "--learning_rate", "5e-4",
+        "--lr_scheduler", "constant", "--lr_warmup_steps", "0", "--mixed_precision", MIXED[precision],
+        "--seed", "0", "--save_steps", "1000000", "--checkpointing_steps", "1000000",
+        "--dataloader_num_workers", "0",
+        # The script's default tracker, as a user runs it (accelerate skips it where tensorboard is absent);
+        # accelerate has no "none", and "all" could reach an online tracker.
+        "--report_to", "tensorboard",
+    ]  # fmt: skip
+
+
+def save_random_model(args: argparse.Namespace, folder: Path) -> Path:
+    """``--model``'s random weights saved as a diffusers folder, fp32 as on the Hub, for the script to load
+    with ``from_pretrained`` (the CLIP-sized tokenizer, the SD 1.5 scheduler config)."""
+    import torch
+
+    if not (folder / "model_index.json").is_file():
+        pipe = model_pipeline(args, torch.float32, folder.parent / "tokenizer-work")
+        pipe.save_pretrained(folder)
+    return folder
+
+
+def script_child(script: str, peaks: str, argv: list[str]) -> None:
+    """Runs the example script in this process as ``python SCRIPT ARGS`` would, then writes its peaks
+    (resident memory from process start, CUDA memory allocated) to ``peaks``."""
+    import atexit
+    import runpy
+
+    def write() -> None:
+        record: dict[str, Any] = {"rss_bytes": _vm_hwm()}
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            record["cuda_bytes"] = int(torch.cuda.max_memory_allocated())
+        Path(peaks).write_text(json.dumps(record), encoding="utf-8")
+
+    atexit.register(write)
+    sys.argv = [script, *argv]
+    runpy.run_path(script, run_name="__main__")
+
+
+def _vm_hwm() -> int:
+    """Peak resident memory of this process since it started (VmHWM, never reset here)."""
+    import resource
+
+    for line in (
+        Path("/proc/self/status").read_text().splitlines() if Path("/proc/self/status").exists() else []
+    ):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def run_script(args: argparse.Namespace, precision: str, work: Path, steps: int, log: Any) -> dict[str, Any]:
+    """One whole run of the example script for ``steps`` steps: wall time, peaks, its tqdm rate."""
+    import numpy as np
+    from PIL import Image
+
+    images = work / "images"
+    if not images.is_dir():
+        images.mkdir(parents=True)
+        pixels = np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / "0.png")
+    model = save_random_model(args, work / "model")
+    output, peaks = work / f"out-{precision}-{steps}", work / f"peaks-{precision}-{steps}.json"
+    flags = script_arguments(
+        model, images, output, steps=steps, resolution=args.resolution, precision=precision
+    )
+    command = [
+        sys.executable,
+        __file__,
+        "--script-child",
+        args.example_script,
+        "--peaks",
+        str(peaks),
+        "--",
+        *flags,
+    ]
+    log(f"  {precision}: {args.example_script} --max_train_steps {steps}")
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"the example script failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    record = json.loads(peaks.read_text(encoding="utf-8"))
+    return {"steps": steps, "seconds": seconds, "tqdm_s": tqdm_rate(done.stderr), **record}
+
+
+def measure_script(args: argparse.Namespace, precision: str, log: Any) -> dict[str, Any]:
+    """Variant (a) as the example script itself: the marginal cost per step of a 9-step over a 3-step run, and
+    its peak memory from process start (loading fp32 weights, then casting, included)."""
+    cuda = args.device_type == "cuda"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.script_work) if args.script_work else Path(tmp)
+        short, long = (run_script(args, precision, work, n, log) for n in SCRIPT_STEPS)
+    step = marginal_step((short["steps"], short["seconds"]), (long["steps"], long["seconds"]))
+    peak = max(r["cuda_bytes" if cuda else "rss_bytes"] for r in (short, long))
+    log(f"{precision} diffusers script    {step:8.2f} s/step (marginal)  peak {peak / 2**30:6.2f} GiB")
+    return {
+        "variant": "a",
+        "precision": precision,
+        "source": "script",
+        "step_s": step,
+        "min_s": step,
+        "tqdm_s": long["tqdm_s"],
+        "runs_s": [round(short["seconds"], 2), round(long["seconds"], 2)],
+        "peak_bytes": peak,
+        "peak_start_bytes": peak,
+        "rss_bytes": max(short["rss_bytes"], long["rss_bytes"]),
+        "peak_from_build": True,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
 # The run: every precision, every variant, each in its own process.
 
 
@@ -522,9 +797,18 @@ def machine(device_type: str) -> str:
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
     return (
         f"{cpu_model()}, {os.cpu_count()} logical CPUs (torch uses {torch.get_num_threads()} threads, "
-        f"vector unit {torch.backends.cpu.get_cpu_capability()}), Python {platform.python_version()}, "
+        f"vector unit {torch.backends.cpu.get_cpu_capability()}; {cpu_bf16()}), Python {platform.python_version()}, "
         f"torch {torch.__version__}, {platform.system()} {platform.release()}"
     )
+
+
+def cpu_bf16() -> str:
+    """Whether the CPU does bf16 in hardware, as tinv's trainer decides it (oneDNN), and the flags behind it."""
+    from tinv_cli.training.speed import cpu_has_bf16
+
+    flags = [f for f in cpu_flags() if f in ("avx512_bf16", "amx_bf16")]
+    seen = ", ".join(flags) if flags else "neither avx512_bf16 nor amx_bf16"
+    return f"native bf16: {'yes' if cpu_has_bf16() else 'no'} ({seen} in /proc/cpuinfo)"
 
 
 def plan(args: argparse.Namespace, precision: str) -> tuple[int, int]:
@@ -540,8 +824,13 @@ def plan(args: argparse.Namespace, precision: str) -> tuple[int, int]:
 
 def measure(args: argparse.Namespace, precision: str, variants: list[str], log: Any) -> dict[str, Any]:
     """One process per variant; their steps in lockstep, the order rotating each round."""
+    script = args.example_script and "a" in variants
+    stepped = [v for v in variants if not (script and v == "a")]
     with contextlib.ExitStack() as stack:
-        return _lockstep(args, precision, variants, log, stack)
+        results = _lockstep(args, precision, stepped, log, stack) if stepped else {}
+    if script:  # the script cannot take its steps in lockstep: it runs on its own, after the others
+        results = {"a": measure_script(args, precision, log), **results}
+    return results
 
 
 def _lockstep(
@@ -555,7 +844,7 @@ def _lockstep(
         command = [
             sys.executable, __file__, "--worker", variant, "--precision", precision,
             "--resolution", str(args.resolution), "--steps", str(steps), "--warmup", str(warmup),
-            "--device-type", args.device_type,
+            "--device-type", args.device_type, "--model", args.model,
         ] + (["--compile"] if args.compile else [])  # fmt: skip
         stderr = os.open(logs / f"{variant}.log", os.O_WRONLY | os.O_CREAT)
         stack.callback(os.close, stderr)
@@ -595,7 +884,8 @@ def _lockstep(
     for variant, result in results.items():
         log(
             f"{precision} {VARIANTS[variant]:<17} {result['step_s']:8.2f} s/step (best {result['min_s']:.2f})  "
-            f"peak {result['peak_bytes'] / 2**30:6.2f} GiB"
+            f"peak {result['peak_bytes'] / 2**30:6.2f} GiB after the build, "
+            f"{result['peak_start_bytes'] / 2**30:6.2f} GiB from process start"
         )
     log(f"{precision}: {time.perf_counter() - started:.0f} s")
     return results
@@ -612,16 +902,28 @@ def section_header(args: argparse.Namespace) -> str:
             "## Training speed and memory (`benchmarks/train_speed.py`)",
             "",
             "One optimisation step at batch 1, no accumulation, on models with Stable Diffusion 1.5's layer sizes",
-            "and random weights: (a) the diffusers example's per-step work reimplemented faithfully (the dataset",
-            "item, VAE encode every step, AdamW over the 49,409-row token table and the restore of every other",
-            "row, `loss.item()` every step, UNet and VAE in the weight dtype and the text encoder in fp32 under",
-            "autocast), (b) `tinv train`'s own code (`tinv_cli.training.recipe.train` on the in-memory pipeline), (c) the",
-            "floor: text encoder and UNet forward and backward alone, on fixed inputs, laid out as tinv lays them",
-            "out. Each variant runs in its own process and the three take their steps in turn (lockstep), so a",
-            "change in the machine's load hits all three alike. Seconds per step: the median of the timed steps",
-            f"(best in brackets). Memory: the {memory} from when the models were built, in the dtypes each",
-            "variant holds them in (building them does not count; the example really loads fp32 weights first).",
-            "Each precision's block below comes from one run; a later run replaces only its own precisions.",
+            "and random weights: (a) the diffusers example, examples/textual_inversion/textual_inversion.py, with",
+            "its per-step work reimplemented step for step (the dataset item read and prepared again every step, the",
+            "VAE encode every step, text encoder, UNet, MSE loss, AdamW over the 49,409-row token table and the",
+            "restore of every other row, `loss.item()` every step, UNet and VAE in the weight dtype and the text",
+            "encoder in fp32 under accelerate's autocast), (b) `tinv train`'s own code",
+            "(`tinv_cli.training.recipe.train` on the in-memory pipeline), (c) the floor: text encoder and UNet",
+            "forward and backward alone, on fixed inputs, laid out as tinv lays them out. Each variant runs in its",
+            "own process and the three take their steps in turn (lockstep), so a change in the machine's load hits",
+            "all three alike. Seconds per step: the median of the timed steps (best in brackets).",
+            "",
+            f"Memory: the {memory}, twice. *After build* counts from when the models were built, in the dtypes",
+            "each variant holds them in; *from start* is the process's whole peak, model building included (on",
+            "Linux VmHWM, never reset): what a user's process reaches. The reimplementation is not the script in",
+            "memory: the script loads fp32 weights with `from_pretrained` and then casts the frozen UNet and VAE to",
+            "the weight dtype, so for a moment it holds an fp32 copy; the reimplementation builds its models",
+            "directly in the target dtype, so its peak from start is *lower* than the script's own. Like the",
+            "script it keeps the VAE (on the device) for the per-step encodes. `--example-script PATH` runs the",
+            "script itself instead (path to diffusers' examples/textual_inversion/textual_inversion.py, from the",
+            "diffusers repository; it is not installed with diffusers) on a saved random-weights SD 1.5-sized",
+            "folder: its s/step is the marginal cost (9-step run time minus 3-step run time, over 6) and its",
+            "memory the whole process's peak. Each precision's block below comes from one run; a later run",
+            "replaces only its own precisions.",
         ]
     )
 
@@ -638,13 +940,16 @@ def block(args: argparse.Namespace, precision: str, r: dict[str, dict[str, Any]]
         "",
         f"Machine: {machine(args.device_type)}",
         "",
-        f"| variant | s/step (best) | {unit} | step vs (a) | memory vs (a) |",
-        "|---|---:|---:|---:|---:|",
+        f"| variant | s/step (best) | {unit} after build | {unit} from start | step vs (a) | memory vs (a) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for key in "abc":
         v = r[key]
+        label = "diffusers example script (marginal s/step)" if v.get("source") == "script" else VARIANTS[key]
+        after = "n/a" if v.get("source") == "script" else gib(v["peak_bytes"])
         lines.append(
-            f"| ({key}) {VARIANTS[key]} | {v['step_s']:.2f} ({v['min_s']:.2f}) | {gib(v['peak_bytes'])} | "
+            f"| ({key}) {label} | {v['step_s']:.2f} ({v['min_s']:.2f}) | {after} | "
+            f"{gib(v.get('peak_start_bytes', v['peak_bytes']))} | "
             f"{v['step_s'] / a['step_s']:.2f} | {v['peak_bytes'] / a['peak_bytes']:.2f} |"
         )
     lines += [
@@ -654,9 +959,15 @@ def block(args: argparse.Namespace, precision: str, r: dict[str, dict[str, Any]]
         f"({b['min_s'] / c['min_s']:.2f}x); its peak memory is **{b['peak_bytes'] / a['peak_bytes']:.2f}x** "
         "the example's.",
         "",
-        "Checkpoints of this run: the example's `accelerator.save_state` folder (text encoder and AdamW state over",
-        f"the whole token table) is {a['checkpoint_bytes'] / 1e6:,.0f} MB; tinv's checkpoint folder of this "
-        f"one-vector, 768-wide concept is {b['checkpoint_bytes'] / 1e3:,.1f} kB",
+        *(
+            [
+                "Checkpoints of this run: the example's `accelerator.save_state` folder (text encoder and AdamW "
+                f"state over the whole token table) is {a['checkpoint_bytes'] / 1e6:,.0f} MB; tinv's",
+            ]
+            if "checkpoint_bytes" in a
+            else ["Checkpoints of this run: tinv's"]
+        ),
+        f"checkpoint folder of this one-vector, 768-wide concept is {b['checkpoint_bytes'] / 1e3:,.1f} kB",
         f"and its `learned_embeds.safetensors` {b['embedding_bytes'] / 1e3:,.1f} kB. Measured {time.strftime('%Y-%m-%d')}.",
         f"<!-- train_speed:{precision}:end -->",
     ]
@@ -692,11 +1003,30 @@ def main() -> None:
     parser.add_argument("--variants", default="a,b,c")
     parser.add_argument("--compile", action="store_true", help="tinv with compile = true")
     parser.add_argument("--no-write", action="store_true", help="print the table without updating the docs")
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default="sd15",
+        help="sd15 (default); sdxl (tinv only: --variants b); tiny, tiny-sdxl: tests/tiny.py's, for checks",
+    )
+    parser.add_argument(
+        "--example-script",
+        metavar="PATH",
+        help="diffusers' examples/textual_inversion/textual_inversion.py: variant (a) runs that script itself",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--script-work", help=argparse.SUPPRESS)  # keep the saved model between runs
+    parser.add_argument("--script-child", help=argparse.SUPPRESS)
+    parser.add_argument("--peaks", help=argparse.SUPPRESS)
+    parser.add_argument("script_args", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
     parser.add_argument("--device-type", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.script_child:
+        script_child(args.script_child, args.peaks, args.script_args)
+        return
     if args.worker:
         worker(args)
         return
@@ -712,7 +1042,9 @@ def main() -> None:
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for precision in precisions:
         results[precision] = measure(args, precision, variants, lambda line: print(line, flush=True))
-    if set(variants) != set(VARIANTS):
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(args.device_type), "results": results}))
+    if set(variants) != set(VARIANTS) or args.model != "sd15":
         return
     for precision, r in results.items():
         a, b, c = (r[v]["step_s"] for v in "abc")
