@@ -26,7 +26,7 @@ def test_ti_hashes_name_each_entry_by_the_sha256_of_its_a1111_export(tmp_path: P
         entry.name: hashlib.sha256(
             export_entry(entry, "a1111", tmp_path / f"{entry.name}{suffix}")[0].read_bytes()
         )
-        for entry, suffix in ((cat, ".pt"), (xl, ".safetensors"))
+        for entry, suffix in ((cat, ".safetensors"), (xl, ".safetensors"))
     }
     concepts = [PromptConcept("<cat-toy>", cat, "token"), PromptConcept("<xl>", xl, "token")]
 
