@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from tinv_cli.models.single_file import SingleFile
     from tinv_cli.registry.entry import Entry
     from tinv_cli.registry.store import Registry
+    from tinv_cli.training.early_stop import EarlyStop
     from tinv_cli.training.inversion import Parts
     from tinv_cli.training.validation import Validator
 
@@ -402,9 +403,26 @@ class _Recipe:
         self.loss_count = 0
         # Names this run in the entry it registers, so a rerun after a kill finds that entry (finish).
         self.run_id = saved.run_id if saved is not None and saved.run_id else uuid.uuid4().hex
+        self.early: EarlyStop | None = None
+        if config.early_stop_every:
+            from tinv_cli.training.early_stop import EarlyStop
+
+            self.early = EarlyStop(
+                every=config.early_stop_every,
+                patience=config.early_stop_patience,
+                seed=config.seed,
+                latent_mean=self.model.latent_mean,
+                latent_std=self.model.latent_std,
+                scaling_factor=self.model.scaling_factor,
+                num_timesteps=self.noise_scheduler.config.num_train_timesteps,
+                batch=config.batch_size,
+            )
         if saved is not None:
+            saved_state = checkpoint.load_state(saved.path)
+            if self.early is not None and saved_state.get("early_stop") is not None:
+                self.early.load_state_dict(saved_state["early_stop"])
             restored = resume.restore(
-                checkpoint.load_state(saved.path),
+                saved_state,
                 self.rank,
                 self.trainable,
                 self.optimizer,
@@ -480,7 +498,7 @@ class _Recipe:
         rate = StepRate()
         # Batched micro-steps: one pass takes all of an optimizer step's micro-batches, drawn in the same order.
         groups = config.gradient_accumulation if self.batched else 1
-        while self.step < config.steps:
+        while self.step < config.steps and not (self.early is not None and self.early.stopped):
             draws = [self.stream.next_batch() for _ in range(groups)]
             images, flips, prompts = (
                 draws[0] if groups == 1 else (torch.cat(d) for d in zip(*draws, strict=True))
@@ -496,6 +514,10 @@ class _Recipe:
             loss_value = self._read_loss() if step % LOSS_EVERY == 0 or step == config.steps else None
             self.callbacks.on_step(step, loss_value, self._lr(), self.it_s)
             self._report_validations()
+            if self.early is not None and self.early.due(step):
+                self._evaluate_early_stop()
+                if self.early.stopped:
+                    break
             if step == config.steps:
                 break
             if config.checkpoint_every and step % config.checkpoint_every == 0:
@@ -587,6 +609,21 @@ class _Recipe:
                 {name: tensor[images, flips] for name, tensor in self.model.extras.items()},
                 min_snr_gamma=self.config.min_snr_gamma,
                 mask=None if mask is None else mask[images, flips],
+            )
+
+    def _evaluate_early_stop(self) -> None:
+        """The validation loss of the vectors now, on the eager UNet; says so when the run stops early."""
+        early = self.early
+        assert early is not None  # only called when early stopping is on
+
+        def loss(*batch: torch.Tensor) -> torch.Tensor:
+            return self._loss(self.parts.unet, *batch)
+
+        early.evaluate(self.step, loss, self.trainable)  # its history goes into the entry (finish)
+        if early.stopped:
+            self.callbacks.on_message(
+                f"stopping early at step {self.step}/{self.config.steps}: no better validation loss in "
+                f"{early.patience} evaluations; keeping the vectors of step {early.best_step}"
             )
 
     def _fits_batched(self) -> bool:
@@ -710,6 +747,7 @@ class _Recipe:
                 every_rng,
                 last_loss=self.last_loss,
                 batched=self.batched,
+                early_stop=None if self.early is None else self.early.state_dict(),
             )
             meta = {
                 "step": self.step,
@@ -744,6 +782,8 @@ class _Recipe:
         from tinv_cli.training import metrics
 
         self.save_checkpoint()  # so a failure while registering resumes here, with nothing left to train
+        if self.early is not None:
+            self.early.use_best(self.trainable)  # the checkpoint above keeps the last ones, to resume from
         if self.concept.validation_prompt:
             self.validate()
             self._report_validations(wait=True)
@@ -778,6 +818,8 @@ class _Recipe:
                 "run_id": self.run_id,
                 "base_model_file": self._checkpoint_provenance(),
             }
+            if self.early is not None:
+                training["early_stop"] = self.early.summary()
             # Registering and marking the checkpoint finished are two writes; a kill between them leaves an
             # unfinished checkpoint at the last step, whose rerun lands here again and must not add a second
             # version: the entry carrying this run's id is the one it made.

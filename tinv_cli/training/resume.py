@@ -103,9 +103,12 @@ def state(
     *,
     last_loss: float | None,
     batched: bool,
+    early_stop: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint's tensors and values; ``every_rng[rank]`` is each process's ``rng_state``."""
+    """The checkpoint's tensors and values; ``every_rng[rank]`` is each process's ``rng_state``;
+    ``early_stop``: the validation losses so far and the best vectors (``EarlyStop.state_dict``)."""
     return {
+        "early_stop": early_stop,
         "vectors": [new.detach().cpu().clone() for new in trainable],
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": lr_scheduler.state_dict(),
