@@ -164,5 +164,5 @@ def test_a_flux_import_records_its_layout_with_the_entry_and_refuses_sampling(
     info = json.loads((entry.path / "tinv.json").read_text())  # written with the entry, not patched in after
     assert (info["family"], info["layout"]) == ("flux", "Flux (clip_l + t5)")
     assert entry.family_label == "Flux (clip_l + t5)"
-    with pytest.raises(ModelError, match="Flux .* embedding; tinv cannot sample or train with it"):
+    with pytest.raises(ModelError, match=r"Flux .* embedding; tinv cannot sample or train with it"):
         generate(f"a <{entry.name}>", model=str(tiny_model_dir), steps=1)

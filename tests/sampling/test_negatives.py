@@ -60,3 +60,30 @@ def test_a_negative_concept_in_the_prompt_moves_to_the_negative_prompt() -> None
     again = move_negatives("a <cat-toy> <bad-hands>", "<bad-hands>", concepts)
     assert again[:2] == ("a <cat-toy>", "<bad-hands>")
     assert move_negatives("a <cat-toy>", "", concepts) == ("a <cat-toy>", "", [])
+
+
+def test_sample_moves_a_negative_concept_unless_told_to_keep_it(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from tinv_cli.cli import app
+
+    vectors = torch.randn(1, 32, generator=torch.Generator().manual_seed(5))
+    Registry().add("bad", Embedding("<bad>", (vectors,)), kind="negative", source=TRAINED)
+    common = ["--model", str(tiny_model_dir), "--steps", "2", "--seed", "3", "--scheduler", "euler-a"]
+    runner = CliRunner()
+
+    def sample(out: str, *args: str) -> tuple[np.ndarray, str]:
+        result = runner.invoke(app, ["sample", *args, *common, "--out", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+        (path,) = (tmp_path / out).glob("*.png")
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB")), result.output
+
+    moved, output = sample("moved", "a photo <bad>")
+    assert "<bad>" in output and "negative" in output.lower()
+    explicit, _ = sample("explicit", "a photo", "--negative", "<bad>")
+    kept, _ = sample("kept", "a photo <bad>", "--keep-negatives")
+    assert np.array_equal(moved, explicit)
+    assert not np.array_equal(moved, kept)

@@ -182,7 +182,8 @@ def import_(
         str | None, typer.Option("--token", help="Use this token instead of the file's; one file only.")
     ] = None,
     kind: Annotated[
-        str | None, typer.Option("--kind", help="object or style (default: the file's, else object).")
+        str | None,
+        typer.Option("--kind", help="object, style or negative (default: the file's, else object)."),
     ] = None,
     json: Json = False,
 ) -> None:

@@ -132,6 +132,14 @@ def sample(
             "--low-vram", help="CPU offload on CUDA, attention slicing elsewhere: less memory, slower."
         ),
     ] = False,
+    keep_negatives: Annotated[
+        bool,
+        typer.Option(
+            "--keep-negatives",
+            help="Leave a negative embedding (kind negative) named in the prompt there; by default it is moved "
+            "to the negative prompt.",
+        ),
+    ] = False,
     project: ProjectPath = None,
     json: Json = False,
 ) -> None:
@@ -139,7 +147,8 @@ def sample(
 
     A concept is written in angle brackets. <cat-toy> is the registry concept whose token is <cat-toy>, else the
     one named cat-toy, else the project concept with that token. Pin a version with @: <cat-toy@2>. ComfyUI's
-    embedding:cat-toy means <cat-toy>. Other words without brackets are never taken for concepts.
+    embedding:cat-toy means <cat-toy>. Other words without brackets are never taken for concepts. A negative
+    embedding named in the prompt is moved to the negative prompt, with a note (--keep-negatives: not).
 
     Images are written as OUT/<prompt-slug>-<seed>.png (image i has seed + i; a taken name gets -2, -3, ...),
     with the generation parameters in the PNG (AUTOMATIC1111 "parameters" plus tinv's JSON). Paths go to
@@ -164,6 +173,7 @@ def sample(
         dtype=dtype,
         batch_size=batch_size,
         low_vram=low_vram,
+        move_negatives=not keep_negatives,
     )
     from tinv_cli.paths import check_folder
 

@@ -137,7 +137,7 @@ def import_folder(
     folder = Path(folder)
     if kind is not None and kind not in KINDS:
         raise RegistryError(
-            f"concept kind {kind!r} is not one of {', '.join(KINDS)}", "pass --kind object or style"
+            f"concept kind {kind!r} is not one of {', '.join(KINDS)}", f"pass --kind {' or '.join(KINDS)}"
         )
     results: list[FileResult] = []
     for result in _walk(registry, folder, kind):
