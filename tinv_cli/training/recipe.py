@@ -269,7 +269,7 @@ class _Recipe:
         """Load the model, then attach the trainable concept to it (``trainable.attach``)."""
         import torch
 
-        from tinv_cli.training import inversion, trainable
+        from tinv_cli.training import inversion, memory, trainable
 
         config = self.config
         dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
@@ -277,14 +277,22 @@ class _Recipe:
 
         loaded = pipeline
         if loaded is None:
+            # A diffusers folder loads as its files are (mapped, nothing read yet) and own_weights casts one
+            # tensor at a time: loading in the training dtype would read every fp32 file whole before casting.
+            # A single file goes through diffusers' key conversion, which copies anyway.
             loaded = load_pipeline(
                 self.base,
                 revision=self.revision,
-                torch_dtype=dtype,
+                torch_dtype=dtype if self.single_file is not None else None,
                 config=self.model_config,
                 prediction=self.prediction,
             )
         parts = inversion.load_parts(self.base, self.revision, dtype, loaded)
+        del (
+            loaded
+        )  # the pipeline object (its feature extractor, image encoder ...): Parts has what training uses
+        if pipeline is None:
+            memory.own_weights((*parts.text_encoders, parts.unet, parts.vae), dtype)
         self.noise_scheduler = parts.family.noise_scheduler(parts.scheduler.config)
         objective = parts.family.objective(self.noise_scheduler)
         widths = tuple(int(e.get_input_embeddings().weight.shape[1]) for e in parts.text_encoders)
@@ -300,7 +308,9 @@ class _Recipe:
             caller_pipeline=pipeline is not None,
             undo=self.undo,
         )
-        self.parts, self.trainable = parts, self.model.trainable
+        del parts  # attach's own (without what it freed) is the run's
+        self.parts, self.trainable = self.model.parts, self.model.trainable
+        memory.release_memory()  # what loading and attach freed, back to the system once
 
     def _initial_vectors(
         self, tables: list[torch.Tensor], tokenizers: tuple[Any, ...], encoders: tuple[Any, ...]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from tinv_cli.embedding import token_names
-from tinv_cli.training import inversion, loss_terms, speed
+from tinv_cli.training import inversion, loss_terms, memory, speed
 from tinv_cli.training.templates import all_prompts
 
 if TYPE_CHECKING:
@@ -131,6 +131,15 @@ def attach(
     # One image and its mirror at a time: encoding then never needs more memory than a training step.
     latent_mean, latent_std = inversion.encode_latents(vae, images.pixels, batch=1)
     vae.to("cpu")
+    scaling_factor = float(vae.config.scaling_factor)
+    if not caller_pipeline:
+        # A model the run loaded itself is the run's to cut down: validation only decodes, and a run without
+        # a validation prompt never uses the VAE again (memory.py; docs/benchmarks.md).
+        if concept.validation_prompt:
+            memory.drop_vae_encoder(vae)
+        else:
+            parts = replace(parts, vae=None)
+        del vae, modules, module  # the loop above leaves `module` naming the VAE
 
     # Every prompt an image can draw, tokenized once per tokenizer and kept on the device.
     placeholder = " ".join(token_names(concept.token, concept.vectors))
@@ -149,7 +158,7 @@ def attach(
         train_unet=train_unet,
         latent_mean=latent_mean,
         latent_std=latent_std,
-        scaling_factor=float(vae.config.scaling_factor),
+        scaling_factor=scaling_factor,
         prompts=prompts,
         input_ids=input_ids,
         extras={name: tensor.to(device) for name, tensor in extras.items()},
