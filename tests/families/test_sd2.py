@@ -102,13 +102,16 @@ def test_training_an_sd2_v_model_reports_the_v_loss(tmp_path: Path, monkeypatch:
         timesteps: Any,
         ids: Any,
         extras: Any,
+        **options: Any,
     ) -> Any:
         with torch.no_grad():
             hidden = text_encoders[0](ids[0])[0]
             v_loss, eps_loss = _by_hand(
                 scheduler, lambda x: unet(x, timesteps, hidden).sample, latents, noise, timesteps
             )
-        loss = real_loss(unet, family, text_encoders, scheduler, latents, noise, timesteps, ids, extras)
+        loss = real_loss(
+            unet, family, text_encoders, scheduler, latents, noise, timesteps, ids, extras, **options
+        )
         seen.append((float(loss.detach()), float(v_loss), float(eps_loss)))
         return loss
 
