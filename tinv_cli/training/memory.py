@@ -37,7 +37,7 @@ def _libc() -> Any | None:
     return libc
 
 
-def _mapped_weight_ranges() -> list[tuple[int, int]]:
+def mapped_weight_ranges() -> list[tuple[int, int]]:
     """The address ranges where this process maps weight files."""
     ranges = []
     with open("/proc/self/maps", encoding="utf-8") as maps:
@@ -49,24 +49,30 @@ def _mapped_weight_ranges() -> list[tuple[int, int]]:
     return ranges
 
 
-def own_weights(modules: tuple[Any, ...], dtype: torch.dtype | None = None) -> None:
+def own_weights(
+    modules: tuple[Any, ...], dtype: torch.dtype | None = None, *, channels_last: tuple[Any, ...] = ()
+) -> None:
     """Every parameter and buffer of ``modules`` in memory of this process's own, the floating ones cast to
-    ``dtype`` (None: kept). A tensor that maps a weight file is copied and the file pages it covered are
-    dropped from the process at once; one already in the process's memory is only cast, where it needs to be.
-    Parameters keep their identity (``.data`` is swapped), so tied weights stay tied."""
+    ``dtype`` (None: kept), the convolution weights of the modules in ``channels_last`` in that layout (what
+    ``speed.to_channels_last`` would copy them into later). A tensor that maps a weight file is copied and the
+    file pages it covered are dropped from the process at once; one already in the process's memory is copied
+    only where its dtype or layout changes. Parameters keep their identity (``.data`` is swapped), so tied
+    weights stay tied."""
     import torch
 
     libc = _libc()
-    ranges = _mapped_weight_ranges() if libc is not None else []
+    ranges = mapped_weight_ranges() if libc is not None else []
     page = os.sysconf("SC_PAGE_SIZE") if libc is not None else 1
 
-    def owned(tensor: torch.Tensor) -> torch.Tensor:
+    def owned(tensor: torch.Tensor, nhwc: bool) -> torch.Tensor:
         start = tensor.data_ptr()
         mapped = any(low <= start < high for low, high in ranges)
         cast = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
-        if not mapped and cast == tensor.dtype:
+        layout = torch.channels_last if nhwc and tensor.dim() == 4 else torch.preserve_format
+        relayout = layout == torch.channels_last and not tensor.is_contiguous(memory_format=layout)
+        if not mapped and cast == tensor.dtype and not relayout:
             return tensor
-        new = tensor.to(dtype=cast, copy=True)
+        new = tensor.to(dtype=cast, memory_format=layout, copy=True)
         if mapped and libc is not None:
             # Only whole pages inside this tensor: a page it shares with a neighbour stays.
             first = -(-start // page) * page
@@ -77,8 +83,9 @@ def own_weights(modules: tuple[Any, ...], dtype: torch.dtype | None = None) -> N
 
     with torch.no_grad():
         for module in modules:
+            nhwc = any(module is other for other in channels_last)
             for tensor in (*module.parameters(), *module.buffers()):
-                tensor.data = owned(tensor.data)
+                tensor.data = owned(tensor.data, nhwc)
 
 
 def drop_vae_encoder(vae: Any) -> None:

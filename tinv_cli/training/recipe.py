@@ -277,7 +277,7 @@ class _Recipe:
 
         loaded = pipeline
         if loaded is None:
-            # A diffusers folder loads as its files are (mapped, nothing read yet) and own_weights casts one
+            # A diffusers folder loads as its files are (mapped, nothing read yet) and attach casts one
             # tensor at a time: loading in the training dtype would read every fp32 file whole before casting.
             # A single file goes through diffusers' key conversion, which copies anyway.
             loaded = load_pipeline(
@@ -288,11 +288,8 @@ class _Recipe:
                 prediction=self.prediction,
             )
         parts = inversion.load_parts(self.base, self.revision, dtype, loaded)
-        del (
-            loaded
-        )  # the pipeline object (its feature extractor, image encoder ...): Parts has what training uses
-        if pipeline is None:
-            memory.own_weights((*parts.text_encoders, parts.unet, parts.vae), dtype)
+        # The pipeline object (its feature extractor, image encoder ...) goes: Parts has what training uses.
+        del loaded
         self.noise_scheduler = parts.family.noise_scheduler(parts.scheduler.config)
         objective = parts.family.objective(self.noise_scheduler)
         widths = tuple(int(e.get_input_embeddings().weight.shape[1]) for e in parts.text_encoders)
@@ -307,6 +304,7 @@ class _Recipe:
             self._initial_vectors,
             caller_pipeline=pipeline is not None,
             undo=self.undo,
+            dtype=dtype,
         )
         del parts  # attach's own (without what it freed) is the run's
         self.parts, self.trainable = self.model.parts, self.model.trainable

@@ -61,12 +61,15 @@ def attach(
     *,
     caller_pipeline: bool,
     undo: list[Callable[[], object]],
+    dtype: torch.dtype | None = None,
 ) -> Trainable:
     """Add the tokens, swap in the trainable rows, cache latents and tokenize the prompts on ``device``.
 
     Every tokenizer/text-encoder pair of the model's family gets the tokens and trainable rows of its own (one
     pair for SD 1.x and 2.x, two for SDXL), and all of them train together. ``undo`` receives the undoing of each
     change as it is made (run last-in first-out); with ``caller_pipeline`` also devices, modes and flags.
+    A model the run loaded (not ``caller_pipeline``) gets its weights in ``dtype`` and their training layout,
+    held once (``memory.own_weights``), before anything reads them.
     """
     # Copies: the pipeline's own tokenizers must not keep the new tokens (a caller's pipeline, a later run).
     tokenizers = tuple(copy.deepcopy(tokenizer) for tokenizer in parts.tokenizers)
@@ -85,6 +88,10 @@ def attach(
         places = [(m, m.device, m.training) for m in modules]
         undo.append(lambda: [p.requires_grad_(flag) for p, flag in flags])
         undo.append(lambda: [m.to(where).train(mode) for m, where, mode in places])
+    if not caller_pipeline:
+        # Cast and laid out as training uses them in one copy a tensor at a time, before they go to the device:
+        # the channels-last copy below then has nothing to do (a UNet to be compiled keeps the default layout).
+        memory.own_weights(modules, dtype, channels_last=(vae,) if config.compile else (unet, vae))
     for module in modules:
         module.requires_grad_(False).to(device)
     # On the device, before the rows are swapped: init = "encoder" runs the encoders as they came.
