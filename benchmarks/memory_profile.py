@@ -121,6 +121,7 @@ def child(args: argparse.Namespace) -> None:
         checkpoint_every=0,
         num_validation_images=1,
         validation_every=0,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     concept = Concept(
         name=f"mem-{args.child}",
@@ -138,7 +139,15 @@ def child(args: argparse.Namespace) -> None:
     summary = train(TrainRequest(project, concept.name, restart=True), Phases(), registry=Registry())
     marks.mark("cleanup")
     Path(args.out).write_text(
-        json.dumps({"rows": marks.rows, "steps": summary.steps, "validate": validate}), encoding="utf-8"
+        json.dumps(
+            {
+                "rows": marks.rows,
+                "steps": summary.steps,
+                "validate": validate,
+                "checkpointing": args.gradient_checkpointing,
+            }
+        ),
+        encoding="utf-8",
     )
 
 
@@ -166,6 +175,7 @@ def table(precision: str, result: dict[str, Any], resolution: int) -> str:
     rows = result["rows"]
     top = max(r["peak"] for r in rows)
     validation = "with a validation grid" if result["validate"] else "no validation_prompt"
+    validation += ", gradient checkpointing" if result.get("checkpointing") else ""
     lines = [
         f"#### {precision}, {resolution} px, batch 1, {result['steps']} steps, {validation}",
         "",
@@ -191,6 +201,9 @@ def main() -> None:
     parser.add_argument(
         "--validate", nargs="*", default=["fp32"], help="precisions whose run has a validation_prompt"
     )
+    parser.add_argument(
+        "--gradient-checkpointing", action="store_true", help="train with gradient_checkpointing = true"
+    )
     parser.add_argument("--work", help="where the model folder is kept between runs (default: a temp folder)")
     parser.add_argument("--json", help="also write the rows of every precision to this file")
     parser.add_argument("--child", choices=sorted(MIXED), help=argparse.SUPPRESS)
@@ -212,6 +225,7 @@ def main() -> None:
             out = work / f"profile-{precision}.json"
             command = [sys.executable, __file__, "--child", precision, "--out", str(out), "--work", str(work)]
             command += ["--steps", str(args.steps), "--resolution", str(args.resolution)]
+            command += ["--gradient-checkpointing"] if args.gradient_checkpointing else []
             command += ["--validate", *args.validate] if args.validate else ["--validate"]
             subprocess.run(command, check=True)
             results[precision] = json.loads(out.read_text(encoding="utf-8"))

@@ -247,7 +247,7 @@ class Parts:
     tokenizers: tuple[Any, ...]
     text_encoders: tuple[Any, ...]
     unet: Any
-    vae: Any
+    vae: Any  # None in a run that loaded the model itself and will not validate, once latents are cached
     scheduler: Any
 
     def modules(self, tokenizers: Sequence[Any] | None = None) -> dict[str, Any]:
