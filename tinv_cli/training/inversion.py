@@ -62,11 +62,12 @@ def initial_vectors(
     from tinv_cli.project.tokens import initializer_ids, initializer_plan
     from tinv_cli.training.data import derive_seed
 
-    table = weight.detach().float()
-    n, d = concept.vectors, table.shape[1]
+    weight = weight.detach()
+    n, d = concept.vectors, weight.shape[1]
     if concept.init == "zero":
-        return torch.zeros(n, d, device=table.device)
+        return torch.zeros(n, d, device=weight.device)
     if concept.init == "random":
+        table = weight.float()  # the whole table's spread: a float32 copy of it for the moment (bf16/fp16)
         generator = torch.Generator().manual_seed(derive_seed(seed, stream))
         draw = torch.randn(n, d, generator=generator).to(table.device)
         return draw * table.std(dim=0) + table.mean(dim=0)
@@ -75,9 +76,10 @@ def initial_vectors(
     if concept.init == "encoder":
         if text_encoder is None:
             raise ValueError("init = 'encoder' needs the text encoder")
-        table = encoder_vectors(text_encoder, tokenizer, ids).to(table.device)
+        table = encoder_vectors(text_encoder, tokenizer, ids).to(weight.device)
         return torch.stack([table[group].mean(dim=0) for group in plan])
-    return torch.stack([table[[ids[j] for j in group]].mean(dim=0) for group in plan])
+    # The initializer's rows alone in float32, not a copy of the whole table (the same numbers).
+    return torch.stack([weight[[ids[j] for j in group]].float().mean(dim=0) for group in plan])
 
 
 def encoder_vectors(text_encoder: Any, tokenizer: Any, ids: list[int]) -> torch.Tensor:

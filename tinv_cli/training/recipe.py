@@ -88,6 +88,7 @@ def train(
     (same modules, weights, devices and modes).
     """
     from tinv_cli.registry.store import Registry
+    from tinv_cli.training import memory
 
     recipe = _Recipe(request, callbacks or TrainCallbacks(), registry if registry is not None else Registry())
     with StopSignal() as stop:
@@ -101,6 +102,9 @@ def train(
             return recipe.finish(stop)
         finally:
             recipe.cleanup()
+            # A model the run loaded goes with the recipe; the allocator's pages then go back to the system.
+            del recipe
+            memory.release_memory()
 
 
 class _Recipe:
