@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tinv_cli.cli.app import app
-from tinv_cli.cli.options import EntryRef, Json
+from tinv_cli.cli.options import EntryRef, Json, ModelConfigDir, Prediction, Revision
 from tinv_cli.cli.render import emit_json, fields, note, sentence
 
 
@@ -42,22 +42,9 @@ def eval_command(
             "entry was trained on. Needed for pulled or imported entries that recorded none.",
         ),
     ] = None,
-    revision: Annotated[str | None, typer.Option("--revision", help="Hub revision of --model.")] = None,
-    model_config: Annotated[
-        Path | None,
-        typer.Option(
-            "--model-config",
-            file_okay=False,
-            help="How a single-file --model is read: a diffusers-layout folder of its configs and tokenizers (no weights needed), for a checkpoint of an architecture tinv ships no configs for.",
-        ),
-    ] = None,
-    prediction: Annotated[
-        str,
-        typer.Option(
-            "--prediction",
-            help="What a single-file --model predicts: auto (a NAME.yaml beside it, a v_pred key, else SD 2.x v_prediction and SD 1.x/SDXL epsilon), epsilon or v_prediction.",
-        ),
-    ] = "auto",
+    revision: Revision = None,
+    model_config: ModelConfigDir = None,
+    prediction: Prediction = "auto",
     images: Annotated[
         Path | None,
         typer.Option(
@@ -92,7 +79,7 @@ def eval_command(
         model=model,
         revision=revision,
         model_config=str(model_config.absolute()) if model_config else None,
-        prediction=prediction,
+        prediction=prediction or "auto",
         images=images.absolute() if images else None,
         out=out.absolute() if out else None,
     )

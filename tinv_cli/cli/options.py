@@ -21,3 +21,23 @@ ProjectPath = Annotated[
 EntryRef = Annotated[
     str, typer.Argument(help="A registry entry: NAME, or NAME@VERSION for an earlier version.")
 ]
+
+# How --model is read; the same flags on train, sample and eval.
+Revision = Annotated[str | None, typer.Option("--revision", help="Hub revision of --model.")]
+ModelConfigDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--model-config",
+        file_okay=False,
+        help="How a single-file --model is read: a diffusers-layout folder of its configs and tokenizers (no "
+        "weights needed), for a checkpoint of an architecture tinv ships no configs for.",
+    ),
+]
+Prediction = Annotated[
+    str | None,
+    typer.Option(
+        "--prediction",
+        help="What a single-file --model predicts: auto (a NAME.yaml beside it, a v_pred key, else SD 2.x "
+        "v_prediction and SD 1.x/SDXL epsilon), epsilon or v_prediction.",
+    ),
+]

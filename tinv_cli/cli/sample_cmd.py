@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tinv_cli.cli.app import app
-from tinv_cli.cli.options import Json, ProjectPath
+from tinv_cli.cli.options import Json, ModelConfigDir, Prediction, ProjectPath, Revision
 from tinv_cli.cli.render import emit_json, note, sentence
 
 if TYPE_CHECKING:
@@ -87,22 +87,9 @@ def sample(
             "the concepts' own).",
         ),
     ] = None,
-    revision: Annotated[str | None, typer.Option("--revision", help="Hub revision of --model.")] = None,
-    model_config: Annotated[
-        Path | None,
-        typer.Option(
-            "--model-config",
-            file_okay=False,
-            help="How a single-file --model is read: a diffusers-layout folder of its configs and tokenizers (no weights needed), for a checkpoint of an architecture tinv ships no configs for.",
-        ),
-    ] = None,
-    prediction: Annotated[
-        str,
-        typer.Option(
-            "--prediction",
-            help="What a single-file --model predicts: auto (a NAME.yaml beside it, a v_pred key, else SD 2.x v_prediction and SD 1.x/SDXL epsilon), epsilon or v_prediction.",
-        ),
-    ] = "auto",
+    revision: Revision = None,
+    model_config: ModelConfigDir = None,
+    prediction: Prediction = "auto",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the images.", file_okay=False)] = Path(
         "samples"
     ),
@@ -167,7 +154,7 @@ def sample(
         model=model,
         revision=revision,
         model_config=str(model_config.absolute()) if model_config else None,
-        prediction=prediction,
+        prediction=prediction or "auto",
         project=project.resolve() if project else None,
         device=device,
         dtype=dtype,

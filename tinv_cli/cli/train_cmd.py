@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from tinv_cli.cli.app import app
-from tinv_cli.cli.options import Json, ProjectPath
+from tinv_cli.cli.options import Json, ModelConfigDir, Prediction, ProjectPath, Revision
 from tinv_cli.cli.render import emit_json, note
 from tinv_cli.project.config import Concept, TrainConfig
 from tinv_cli.project.schema import Setting, table_settings
@@ -186,22 +186,9 @@ def train(
             "--model", help="Base model (Hub id, folder or checkpoint file) instead of the project's."
         ),
     ] = None,
-    revision: Annotated[str | None, typer.Option("--revision", help="Hub revision of --model.")] = None,
-    model_config: Annotated[
-        Path | None,
-        typer.Option(
-            "--model-config",
-            file_okay=False,
-            help="How a single-file --model is read: a diffusers-layout folder of its configs and tokenizers (no weights needed), for a checkpoint of an architecture tinv ships no configs for.",
-        ),
-    ] = None,
-    prediction: Annotated[
-        str | None,
-        typer.Option(
-            "--prediction",
-            help="What a single-file --model predicts: auto (a NAME.yaml beside it, a v_pred key, else SD 2.x v_prediction and SD 1.x/SDXL epsilon), epsilon or v_prediction.",
-        ),
-    ] = None,
+    revision: Revision = None,
+    model_config: ModelConfigDir = None,
+    prediction: Prediction = None,
     report_to: Annotated[
         str | None,
         typer.Option("--report-to", help="Also log to tensorboard (needs the tensorboard package)."),
