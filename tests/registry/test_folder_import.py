@@ -225,3 +225,14 @@ def test_an_unknown_kind_is_refused_before_any_file(tmp_path: Path) -> None:
 
     with pytest.raises(RegistryError, match="person"):
         import_folder(Registry(tmp_path / "home"), tmp_path, kind="person")
+
+
+def test_a_folder_import_records_negative_embeddings_as_a_single_import_does(tmp_path: Path) -> None:
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    negative = {"modelspec.sai_model_spec": "1.0.1", "modelspec.is_negative_embedding": "true"}
+    save_file({"emb_params": _vec(1)}, str(folder / "bad-hands.safetensors"), metadata=negative)
+    save_file({"emb_params": _vec(2)}, str(folder / "cat-toy.safetensors"))
+    registry = Registry(tmp_path / "home")
+    import_folder(registry, folder)
+    assert {e.name: e.kind for e in registry.list()} == {"bad-hands": "negative", "cat-toy": "object"}

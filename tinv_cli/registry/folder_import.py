@@ -38,6 +38,7 @@ from tinv_cli.formats.layout import (
 from tinv_cli.names import name_from_token
 from tinv_cli.registry.entry import Entry
 from tinv_cli.registry.store import Registry
+from tinv_cli.registry.transfer import add_imported
 
 if TYPE_CHECKING:
     from tinv_cli.formats.detect import Imported
@@ -218,30 +219,11 @@ def _import_unit(
             if same is not None:
                 yield FileResult(unit, UNCHANGED, files, same, imported.format)
                 continue
-            entry = _add(registry, name, unit, imported, kind)
+            entry = add_imported(registry, unit, imported, name, kind)
         except TinvError as error:
             yield FileResult(unit, FAILED, files, format=imported.format, message=error.message)
             continue
         yield FileResult(unit, IMPORTED, files, entry, imported.format)
-
-
-def _add(registry: Registry, name: str, unit: Path, imported: Imported, kind: str | None) -> Entry:
-    """The entry ``transfer.import_file`` makes of one file, so a folder's entries read the same; without its
-    token-clash lookup, which lists the registry on every call (done once per folder instead)."""
-    embedding = imported.embedding
-    entry = registry.add(
-        name,
-        embedding,
-        kind=kind or imported.kind or "object",
-        source={
-            "type": "imported",
-            "format": imported.format,
-            "path": str(unit.resolve()),
-            "meta": imported.meta,
-        },
-        images=imported.images,
-    )
-    return entry
 
 
 def _version_holding(registry: Registry, name: str, imported: Imported) -> Entry | None:

@@ -82,15 +82,15 @@ def import_all(
     return [_add(registry, path, imported, name, kind) for imported in found]
 
 
-def _add(registry: Registry, path: Path, imported: Any, name: str | None, kind: str | None) -> ImportResult:
-    embedding = imported.embedding
-    entry_name = name or name_from_token(embedding.token)
+def add_imported(registry: Registry, path: Path, imported: Any, name: str, kind: str | None) -> Entry:
+    """The registry entry an import makes of what was read from ``path``: one rule for a file and for each file
+    of a folder (``folder_import``), without the token-clash lookup, which lists the whole registry."""
     # A file that says it is a negative embedding (kohya's modelspec.is_negative_embedding) is recorded as one.
     spec = (imported.meta or {}).get("modelspec") or {}
     negative = str(spec.get("is_negative_embedding", "")).lower() == "true"
-    entry = registry.add(
-        entry_name,
-        embedding,
+    return registry.add(
+        name,
+        imported.embedding,
         kind=kind or imported.kind or ("negative" if negative else "object"),
         source={
             "type": "imported",
@@ -100,6 +100,10 @@ def _add(registry: Registry, path: Path, imported: Any, name: str | None, kind: 
         },
         images=imported.images,
     )
+
+
+def _add(registry: Registry, path: Path, imported: Any, name: str | None, kind: str | None) -> ImportResult:
+    entry = add_imported(registry, path, imported, name or name_from_token(imported.embedding.token), kind)
     from tinv_cli.sampling.prompt import token_holders
 
     # A token held by another entry is not an error (two trainings of one concept may share it), but a prompt's
