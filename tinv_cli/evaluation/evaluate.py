@@ -2,8 +2,9 @@
 
 Two ways to score, chosen by the concept's base model:
 
-- **A model with a judge** (``builtin:shapes``): the judge reads the concept's training images to find what the
-  concept is (a colour and shape; a background for a style), then reads samples of ``a photo of a <token>``.
+- **A model with a judge** (``builtin:shapes``, ``builtin:scenes``): the judge reads the concept's training
+  images to find what the concept is (a colour and shape; for a style what the judge's style heads read: the
+  background, or the fill and ground), then reads samples of ``a photo of a <token>``.
   The score is the fraction of samples that are the concept, next to the same fraction for the initializer word
   alone (``a photo of a triangle``): what training added.
 - **Any other model**: the Textual Inversion paper's two metrics with a CLIP model found on this machine: the
@@ -225,7 +226,9 @@ def _judge_eval(
     style = entry.kind == "style"
 
     def label(verdict: Any) -> str:
-        return verdict.background if style else verdict.label
+        # A style is what the judge's style heads read (builtin:shapes: the background; builtin:scenes: the
+        # fill and the ground); an object is its colour and shape.
+        return " ".join(verdict.values[h] for h in judge.style_heads) if style else verdict.label
 
     target, _ = Counter(label(v) for v in judge.classify(train)).most_common(1)[0]
     prompt, baseline_prompt = _prompts(entry)

@@ -14,7 +14,7 @@ _LOCAL_HINT = "or pass a local diffusers folder with --model"
 
 BUILTIN_PREFIX = "builtin:"
 # Models that ship inside tinv, by name: the folder (diffusers layout) under the tinv_cli package.
-BUILTIN_MODELS = {"shapes": Path("shapes") / "model"}
+BUILTIN_MODELS = {"shapes": Path("shapes") / "model", "scenes": Path("shapes") / "scenes_model"}
 
 
 def builtin_folder(base: str) -> Path | None:
@@ -34,7 +34,7 @@ def builtin_folder(base: str) -> Path | None:
     if not (folder / MODEL_INDEX).is_file():
         raise NotFoundError(
             f"the weights of {base} are missing from this installation ({folder})",
-            "reinstall tinv, or rebuild them with `python -m tinv_cli.shapes.build --out "
+            f"reinstall tinv, or rebuild them with `python -m tinv_cli.shapes.build --world {name} --out "
             + str(folder)
             + "`",
         )

@@ -1,6 +1,6 @@
 """Builds the shapes model from nothing: tokenizer, VAE, text encoder + UNet, and the judge, on a CPU.
 
-    python -m tinv_cli.shapes.build --out DIR [--resume] [--work DIR]
+    python -m tinv_cli.shapes.build --out DIR [--world shapes|scenes] [--resume] [--work DIR]
 
 A recipe in stages (``tokenizer -> vae -> unet -> judge -> save``), each of which writes its result into the
 work folder and is skipped when ``--resume`` finds it there; the two long stages also checkpoint every few
@@ -21,27 +21,20 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from tinv_cli.atomic import write_with
-from tinv_cli.shapes import world
+from tinv_cli.shapes import networks, scenes, world
+from tinv_cli.shapes.networks import MAX_TOKENS, make_text_encoder, make_unet, make_vae
 
-# stable-diffusion-v1-5's scheduler_config.json: tinv trains concepts with a DDPMScheduler of this config.
-SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-}
-MAX_TOKENS = 32
+# The worlds a model can be built on: builtin:shapes is built on "shapes", builtin:scenes on "scenes".
+WORLDS: dict[str, ModuleType] = {"shapes": world, "scenes": scenes}
 
 
 @dataclass(frozen=True)
 class BuildConfig:
+    world: str = "shapes"
     seed: int = 0
     images: int = 20000
     vae_steps: int = 600
@@ -61,62 +54,33 @@ class BuildConfig:
     judge_images: int = 8000
     judge_steps: int = 600
     judge_held_out: int = 3000
+    # The noise: builtin:shapes trains on SD 1.5's schedule with plain noise. With it the noisiest training input
+    # still carries the latent's mean (at 8x8 latents strongly so: the mean of 64 noise values varies by 1/8),
+    # so a model learns to read the ground's brightness from the starting noise instead of the prompt.
+    # Offset noise (a random constant per sample and channel, this many standard deviations) makes that mean
+    # noise, as zero terminal SNR with v-prediction (Lin et al. 2024) does; on builtin:scenes both fixed the
+    # ground but learned shapes far more slowly, so the shipped build has neither (docs/shapes.md).
+    offset_noise: float = 0.0
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
+
+    @property
+    def world_module(self) -> ModuleType:
+        """The world module this build draws from."""
+        return WORLDS[self.world]
+
+
+# What builtin:scenes changes: five attributes, outlines among them, want a sharper VAE and a longer UNet run.
+WORLD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "scenes": {
+        "vae_steps": 3000,
+        "unet_steps": 3000,
+        "judge_steps": 1000,
+    }
+}
 
 
 Log = Callable[[str], None]
-
-
-def make_vae() -> Any:
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(16, 32, 32),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=world.SIZE,
-    )
-
-
-def make_text_encoder(tokenizer: Any) -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=MAX_TOKENS,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-
-
-def make_unet() -> Any:
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel(
-        sample_size=world.SIZE // 4,
-        in_channels=4,
-        out_channels=4,
-        # Attention only at 4x4 (and in the mid block): at 8x8 it costs four times as much on a CPU and the
-        # prompts here name one object, which the coarse level places well enough.
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        cross_attention_dim=64,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
 
 
 def _generator(seed: int, stage: int, step: int) -> Any:
@@ -125,12 +89,12 @@ def _generator(seed: int, stage: int, step: int) -> Any:
     return torch.Generator().manual_seed(seed * 1_000_003 + stage * 100_000_019 + step)
 
 
-def _pixels(seed: int, count: int, start: int = 0) -> Any:
+def _pixels(scenes_of: ModuleType, seed: int, count: int, start: int = 0) -> Any:
     """Scenes as float32 ``[N, 3, 32, 32]`` in [-1, 1]."""
     import numpy as np
     import torch
 
-    array = np.stack([np.asarray(image) for image in world.images(seed, count, start)])
+    array = np.stack([np.asarray(image) for image in scenes_of.images(seed, count, start)])
     return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
@@ -150,13 +114,13 @@ def _lr_at(step: int, cfg: BuildConfig, total: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def stage_tokenizer(work: Path) -> Any:
+def stage_tokenizer(work: Path, scenes_of: ModuleType = world) -> Any:
     from transformers import CLIPTokenizer
 
     from tinv_cli.shapes.clip_bpe import write_tokenizer
 
     folder = work / "tokenizer"
-    write_tokenizer(world.vocabulary(), folder, model_max_length=MAX_TOKENS)
+    write_tokenizer(scenes_of.vocabulary(), folder, model_max_length=MAX_TOKENS)
     return CLIPTokenizer.from_pretrained(folder)
 
 
@@ -167,8 +131,10 @@ def stage_judge(work: Path, cfg: BuildConfig, log: Log) -> Any:
     folder = work / "judge"
     if (folder / judge.INFO).exists():
         return judge.load_judge(folder)
-    net = judge.train_judge(cfg.seed + 1, cfg.judge_images, cfg.judge_steps, log, cfg.device)
-    accuracy = judge.held_out_accuracy(net, cfg.seed + 2, cfg.judge_held_out)
+    net = judge.train_judge(
+        cfg.seed + 1, cfg.judge_images, cfg.judge_steps, log, cfg.device, cfg.world_module
+    )
+    accuracy = judge.held_out_accuracy(net, cfg.seed + 2, cfg.judge_held_out, cfg.world_module)
     log(f"judge held-out accuracy: {accuracy}")
     judge.save_judge(
         net,
@@ -177,6 +143,7 @@ def stage_judge(work: Path, cfg: BuildConfig, log: Log) -> Any:
             "held_out": {"seed": cfg.seed + 2, "images": cfg.judge_held_out, "accuracy": accuracy},
             "trained_on": {"seed": cfg.seed + 1, "images": cfg.judge_images, "steps": cfg.judge_steps},
         },
+        cfg.world_module,
     )
     return judge.load_judge(folder)
 
@@ -185,7 +152,7 @@ def stage_vae(work: Path, cfg: BuildConfig, pixels: Any, log: Log) -> Any:
     import torch
 
     done = work / "vae.pt"
-    vae = make_vae().to(cfg.device)
+    vae = make_vae(cfg.world_module.SIZE).to(cfg.device)
     if done.exists():
         vae.load_state_dict(torch.load(done, weights_only=True, map_location=cfg.device))
         return vae.eval()
@@ -249,16 +216,17 @@ def stage_latents(work: Path, vae: Any, pixels: Any, log: Log, device: str) -> t
 class _Captions:
     """Caption ids for (image, epoch), tokenized once per distinct caption."""
 
-    def __init__(self, tokenizer: Any, seed: int, scenes: list[world.Scene]) -> None:
+    def __init__(self, tokenizer: Any, seed: int, scenes_of: ModuleType, items: list[Any]) -> None:
         self.tokenizer = tokenizer
         self.seed = seed
-        self.scenes = scenes
+        self.caption = scenes_of.caption
+        self.items = items
         self.cache: dict[str, Any] = {}
 
     def ids(self, index: int, draw: int) -> Any:
         import torch
 
-        text = world.caption(self.scenes[index], self.seed, index * 1000 + draw)
+        text = self.caption(self.items[index], self.seed, index * 1000 + draw)
         if text not in self.cache:
             self.cache[text] = torch.tensor(
                 self.tokenizer(text, padding="max_length", max_length=MAX_TOKENS, truncation=True).input_ids
@@ -275,24 +243,36 @@ def stage_unet(
     from diffusers import DDPMScheduler
 
     done = work / "unet.pt"
-    unet, text_encoder = make_unet().to(cfg.device), make_text_encoder(tokenizer).to(cfg.device)
+    unet, text_encoder = (
+        make_unet(cfg.world_module.SIZE).to(cfg.device),
+        make_text_encoder(tokenizer).to(cfg.device),
+    )
     if done.exists():
         saved = torch.load(done, weights_only=True, map_location=cfg.device)
         unet.load_state_dict(saved["unet"])
         text_encoder.load_state_dict(saved["text_encoder"])
         return unet.eval(), text_encoder.eval()
     mean, std, scale = latents
-    scenes = [world.scene(cfg.seed, i) for i in range(cfg.images)]
-    captions = _Captions(tokenizer, cfg.seed, scenes)
+    items = [cfg.world_module.scene(cfg.seed, i) for i in range(cfg.images)]
+    captions = _Captions(tokenizer, cfg.seed, cfg.world_module, items)
     scheduler: Any = DDPMScheduler(
         **{
             k: v
-            for k, v in SCHEDULER_CONFIG.items()
-            if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+            for k, v in scheduler_config(cfg).items()
+            if k
+            in (
+                "num_train_timesteps",
+                "beta_start",
+                "beta_end",
+                "beta_schedule",
+                "prediction_type",
+                "rescale_betas_zero_snr",
+            )
         }
     )
     alphas = scheduler.alphas_cumprod.to(cfg.device)
     snr = alphas / (1 - alphas)
+    velocity = cfg.prediction_type == "v_prediction"
     params = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
     ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text_encoder)
@@ -318,14 +298,22 @@ def stage_unet(
         clean = (mean[index] + std[index] * torch.randn(mean[index].shape, generator=gen)) * scale
         noise = torch.randn(clean.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.unet_batch,), generator=gen)
+        if cfg.offset_noise:
+            noise = noise + cfg.offset_noise * torch.randn((*clean.shape[:2], 1, 1), generator=gen)
         noisy = scheduler.add_noise(clean, noise, t).to(cfg.device)
         noise, t = noise.to(cfg.device), t.to(cfg.device)
         hidden = text_encoder(ids)[0]
         pred = unet(noisy, t, hidden).sample
         # Min-SNR-5 weighting (Hang et al. 2023): the low-noise steps stop dominating, which roughly
-        # triples how fast a diffusion model learns its conditioning.
-        weight = torch.clamp(snr[t], max=5.0) / snr[t]
-        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        # triples how fast a diffusion model learns its conditioning; min(SNR, 5) / (SNR + 1) is its form
+        # for a velocity target, finite where zero terminal SNR makes SNR 0.
+        if velocity:
+            target = scheduler.get_velocity(clean, noise.cpu(), t.cpu()).to(cfg.device)
+            weight = torch.clamp(snr[t], max=5.0) / (snr[t] + 1)
+        else:
+            target = noise
+            weight = torch.clamp(snr[t], max=5.0) / snr[t]
+        loss = (weight * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg, max(cfg.unet_schedule_steps, cfg.unet_steps), cfg.unet_lr)
         optimizer.zero_grad(set_to_none=True)
@@ -356,22 +344,9 @@ def stage_unet(
     return ema_unet.eval(), ema_text.eval()
 
 
-def save_pipeline(out: Path, vae: Any, scale: float, text_encoder: Any, tokenizer: Any, unet: Any) -> None:
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
-
-    vae.register_to_config(scaling_factor=scale)
-    scheduler = DPMSolverMultistepScheduler.from_config(SCHEDULER_CONFIG)
-    pipe: Any = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out, safe_serialization=True)
+def scheduler_config(cfg: BuildConfig) -> dict[str, Any]:
+    """The shipped scheduler's config: SD 1.5's, with the build's prediction type and terminal SNR."""
+    return networks.scheduler_config(cfg.prediction_type, cfg.zero_terminal_snr)
 
 
 def build(out: Path, work: Path, cfg: BuildConfig, *, resume: bool, log: Log) -> None:
@@ -385,15 +360,17 @@ def build(out: Path, work: Path, cfg: BuildConfig, *, resume: bool, log: Log) ->
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     begin = time.monotonic()
-    tokenizer = stage_tokenizer(work)
+    tokenizer = stage_tokenizer(work, cfg.world_module)
     judge_model = stage_judge(work, cfg, log)
     log(f"tokenizer: {len(tokenizer)} tokens; generating {cfg.images} scenes")
-    pixels = _pixels(cfg.seed, cfg.images)
+    pixels = _pixels(cfg.world_module, cfg.seed, cfg.images)
     vae = stage_vae(work, cfg, pixels, log)
     latents = stage_latents(work, vae, pixels, log, cfg.device)
     del pixels
     unet, text_encoder = stage_unet(work, cfg, tokenizer, latents, log)
-    save_pipeline(out, vae.cpu(), latents[2], text_encoder.cpu(), tokenizer, unet.cpu())
+    networks.save_pipeline(
+        out, vae.cpu(), latents[2], text_encoder.cpu(), tokenizer, unet.cpu(), scheduler_config(cfg)
+    )
     # transformers 5 saves only tokenizer.json; the BPE files keep the folder readable by transformers 4's
     # CLIPTokenizer (and by tinv check) too.
     for name in ("vocab.json", "merges.txt"):
@@ -424,8 +401,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the finished pipeline")
     parser.add_argument("--work", type=Path, help="folder for stages and checkpoints (default: OUT.work)")
     parser.add_argument("--resume", action="store_true", help="continue from the work folder's checkpoints")
-    parser.add_argument("--unet-steps", type=int, default=BuildConfig.unet_steps)
-    parser.add_argument("--vae-steps", type=int, default=BuildConfig.vae_steps)
+    parser.add_argument("--world", choices=sorted(WORLDS), default="shapes", help="the world to build on")
+    parser.add_argument("--unet-steps", type=int, help="UNet steps (default: the world's)")
+    parser.add_argument("--vae-steps", type=int, help="VAE steps (default: the world's)")
+    parser.add_argument("--offset-noise", type=float, help="offset noise, in standard deviations (default 0)")
+    parser.add_argument(
+        "--zero-snr",
+        action="store_true",
+        help="zero terminal SNR with v-prediction instead of SD 1.5's schedule",
+    )
     parser.add_argument("--images", type=int, default=BuildConfig.images)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
@@ -434,8 +418,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    chosen = {"unet_steps": args.unet_steps, "vae_steps": args.vae_steps, "offset_noise": args.offset_noise}
+    if args.zero_snr:
+        chosen.update(prediction_type="v_prediction", zero_terminal_snr=True)
     cfg = BuildConfig(
-        unet_steps=args.unet_steps, vae_steps=args.vae_steps, images=args.images, device=args.device
+        world=args.world,
+        images=args.images,
+        device=args.device,
+        **{**WORLD_DEFAULTS.get(args.world, {}), **{k: v for k, v in chosen.items() if v is not None}},
     )
     work = args.work or args.out.with_name(args.out.name + ".work")
 

@@ -71,3 +71,62 @@ def accuracy(judge: Judge, images: Sequence[Image.Image], colour: str, shape: st
     """The fraction of ``images`` the judge reads as a ``colour shape``."""
     verdicts = judge.classify(images)
     return sum(v.colour == colour and v.shape == shape for v in verdicts) / max(1, len(verdicts))
+
+
+@dataclass(frozen=True)
+class AttributeScore:
+    """Of the samples of prompts that name an attribute, how many the judge reads with the named value."""
+
+    attribute: str
+    samples: int
+    correct: int
+
+
+def attribute_fidelity(
+    pipe: Any,
+    judge: Judge,
+    prompts: Sequence[tuple[str, dict[str, str]]],
+    *,
+    per_prompt: int,
+    steps: int = 20,
+    guidance: float = 7.5,
+    seed: int = 0,
+) -> tuple[list[AttributeScore], float]:
+    """Judge ``per_prompt`` samples of each (prompt, what it names) pair: per attribute, the samples showing the
+    named value, and the fraction of samples showing every named value at once."""
+    jobs = [(prompt, target) for prompt, target in prompts for _ in range(per_prompt)]
+    images = generate_images(
+        pipe,
+        [prompt for prompt, _ in jobs],
+        [seed + i for i in range(len(jobs))],
+        steps=steps,
+        guidance=guidance,
+        size=(judge.size, judge.size),
+        batch_size=BATCH,
+    )
+    verdicts = judge.classify(images)
+    scores = []
+    for name in judge.heads:
+        named = [(v, t) for v, (_, t) in zip(verdicts, jobs, strict=True) if name in t]
+        if named:
+            scores.append(AttributeScore(name, len(named), sum(v.values[name] == t[name] for v, t in named)))
+    whole = sum(v.matches(t) for v, (_, t) in zip(verdicts, jobs, strict=True)) / max(1, len(jobs))
+    return scores, whole
+
+
+def scenes_prompts() -> list[tuple[str, dict[str, str]]]:
+    """builtin:scenes prompts naming every attribute: each colour and shape pair twice, as an object and as a
+    style, the other attributes cycling so that each value is asked for equally often."""
+    from tinv_cli.shapes import scenes
+
+    prompts = []
+    pairs = [(colour, shape) for colour in world.COLOURS for shape in world.SHAPES]
+    grounds, sizes, fills = list(scenes.GROUNDS), list(scenes.SIZES), list(scenes.FILLS)
+    for n, (colour, shape) in enumerate(pairs):
+        ground, size, fill = grounds[n % 3], sizes[(n // 3) % 2], fills[(n // 6) % 2]
+        target = {"colour": colour, "shape": shape, "background": ground, "size": size, "fill": fill}
+        prompts.append((f"a photo of a {size} {colour} {fill} {shape} on {ground}", target))
+        ground, fill = grounds[(n + 1) % 3], fills[(n // 6 + 1) % 2]
+        style = {"colour": colour, "shape": shape, "background": ground, "fill": fill}
+        prompts.append((f"a painting of a {colour} {shape} in the style of {fill} {ground}", style))
+    return prompts

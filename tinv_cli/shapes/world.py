@@ -39,6 +39,11 @@ _PATTERN_INK = (105, 105, 105)
 # Words the model's captions use beyond the templates'; the tokenizer makes each of them one token.
 EXTRA_WORDS = ("shape", "on", "plain", *COLOURS, *SHAPES, *PATTERNS)
 
+# What the judge reads (judge.py): a head per attribute; a style concept is read by the background.
+HEADS: dict[str, tuple[str, ...]] = {"colour": tuple(COLOURS), "shape": SHAPES, "background": BACKGROUNDS}
+STYLE_HEADS: tuple[str, ...] = ("background",)
+JUDGE_POOL = "max"
+
 
 @dataclass(frozen=True)
 class Scene:
@@ -152,11 +157,12 @@ def caption(item: Scene, seed: int, index: int) -> str:
     return text
 
 
-def vocabulary() -> list[str]:
-    """Every word the captions can use, in a fixed order: the tokenizer's one-token words."""
+def vocabulary(extra_words: tuple[str, ...] = EXTRA_WORDS) -> list[str]:
+    """Every word the captions can use (the templates' and ``extra_words``), in a fixed order: the tokenizer's
+    one-token words."""
     from tinv_cli.shapes.clip_bpe import words_of
 
-    text = " ".join(OBJECT_TEMPLATES + STYLE_TEMPLATES).replace("{}", " ") + " " + " ".join(EXTRA_WORDS)
+    text = " ".join(OBJECT_TEMPLATES + STYLE_TEMPLATES).replace("{}", " ") + " " + " ".join(extra_words)
     return words_of(text)
 
 
