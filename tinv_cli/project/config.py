@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tinv_cli.embedding import MAX_VECTORS
+from tinv_cli.project.recipes import RECIPES, TINV
 from tinv_cli.project.schema import NON_EMPTY, Rule, at_least, between, more_than, setting
 
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
+Recipe = Literal["tinv", "paper"]
 Kind = Literal["object", "style", "negative"]
 Init = Literal["initializer", "random", "zero", "encoder"]
 # The ways of starting that read the concept's initializer words.
@@ -38,16 +40,28 @@ _BETA = Rule(lambda v: 0 <= v < 1, "at least 0 and less than 1")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of one training run. ``[train]`` gives project defaults, ``[concepts.X.train]`` overrides them."""
+    """Settings of one training run. ``[train]`` gives project defaults, ``[concepts.X.train]`` overrides them.
 
-    steps: int = setting(3000, "optimizer steps", at_least(1))
-    batch_size: int = setting(1, "images per step and process", at_least(1))
-    gradient_accumulation: int = setting(
-        4, "micro-steps whose gradients are summed before each optimizer step", at_least(1)
+    The settings a recipe governs (``recipes.py``) default to the ``tinv`` recipe's values; ``explicit``
+    names the settings given in the file or on the command line, which ``recipe`` never overrides."""
+
+    recipe: Recipe = setting(
+        "tinv",
+        "defaults of the settings left out: tinv (measured in docs/quality.md) or paper (the diffusers "
+        "example's, exactly)",
     )
-    learning_rate: float = setting(5.0e-4, "learning rate, before scale_lr", more_than(0))
-    scale_lr: bool = setting(True, "multiply learning_rate by batch_size x gradient_accumulation x processes")
-    lr_scheduler: LrScheduler = setting("constant", "learning-rate schedule")
+    steps: int = setting(TINV["steps"], "optimizer steps", at_least(1))
+    batch_size: int = setting(TINV["batch_size"], "images per step and process", at_least(1))
+    gradient_accumulation: int = setting(
+        TINV["gradient_accumulation"],
+        "micro-steps whose gradients are summed before each optimizer step",
+        at_least(1),
+    )
+    learning_rate: float = setting(TINV["learning_rate"], "learning rate, before scale_lr", more_than(0))
+    scale_lr: bool = setting(
+        TINV["scale_lr"], "multiply learning_rate by batch_size x gradient_accumulation x processes"
+    )
+    lr_scheduler: LrScheduler = setting(TINV["lr_scheduler"], "learning-rate schedule")
     lr_warmup_steps: int = setting(
         0, "steps of linear warm-up (for the *_with_warmup and decaying schedulers)", at_least(0)
     )
@@ -72,19 +86,21 @@ class TrainConfig:
         0.0, "gradient clipping; 0 turns it off, as in the reference script", at_least(0)
     )
     min_snr_gamma: float = setting(
-        0.0, "min-SNR-gamma loss weighting (Hang et al. 2023); 0 turns it off, 5 is typical", at_least(0)
+        TINV["min_snr_gamma"],
+        "min-SNR-gamma loss weighting (Hang et al. 2023); 0 turns it off, 5 is typical",
+        at_least(0),
     )
     masked_loss: bool = setting(
         False, "weight the loss by each image's alpha channel or NAME.mask.png (white: learn, black: ignore)"
     )
     norm: NormControl = setting(
-        "free",
+        TINV["norm"],
         "norm of the new vectors: keep rescales them to the vocabulary's mean norm after each step, "
         "regularise adds norm_weight x (norm - that mean)^2 to the loss",
     )
     norm_weight: float = setting(0.01, "weight of the norm penalty of norm = regularise", at_least(0))
     early_stop_every: int = setting(
-        0,
+        TINV["early_stop_every"],
         "steps between validation losses on fixed images, noise and timesteps; the best vectors are "
         "registered (0: off)",
         at_least(0),
@@ -106,16 +122,30 @@ class TrainConfig:
         4, "images per validation, when the concept has a validation_prompt", at_least(1)
     )
 
+    explicit: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    @classmethod
+    def from_settings(cls, values: dict[str, Any]) -> TrainConfig:
+        """The settings a table gives, the rest from its recipe."""
+        return cls(**values, explicit=frozenset(values)).with_recipe()
+
     def merged(self, overrides: dict[str, Any]) -> TrainConfig:
-        """A copy with the given fields replaced (keys must be field names)."""
-        return replace(self, **overrides)
+        """A copy with the given fields replaced (keys must be field names); the settings given by neither
+        come from the recipe (which ``overrides`` may change)."""
+        explicit = self.explicit | frozenset(overrides)
+        return replace(self, **overrides, explicit=explicit).with_recipe()
+
+    def with_recipe(self) -> TrainConfig:
+        """A copy whose settings not given explicitly are the recipe's."""
+        preset = {k: v for k, v in RECIPES[self.recipe].items() if k not in self.explicit}
+        return replace(self, **preset) if preset else self
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        return tuple(f.name for f in fields(cls) if f.name != "explicit")
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in self.field_names()}
 
 
 @dataclass(frozen=True)

@@ -231,7 +231,7 @@ def parse_project_text(text: str, path: Path, *, check_images: bool = True) -> P
         model_values["base"] = _model_base(model_values["base"], root)
     if "config" in model_values:
         model_values["config"] = str(_absolute(root / Path(model_values["config"]).expanduser()))
-    train = TrainConfig(**table(TrainConfig, "train"))
+    train = TrainConfig.from_settings(table(TrainConfig, "train"))
     hub = HubConfig(**table(HubConfig, "hub"))
 
     concepts: dict[str, Concept] = {}

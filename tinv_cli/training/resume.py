@@ -10,7 +10,6 @@ when checkpoints were saved); ``checkpoint.py`` writes and reads it atomically.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,25 +29,23 @@ if TYPE_CHECKING:
 SETTINGS_SCHEMA = 1
 # Settings that change when or how a run reports, not what it learns: changing them keeps a checkpoint usable.
 _NOT_HASHED = (
+    "recipe",  # a name for the values below, which are hashed
     "checkpoint_every",
     "validation_every",
     "num_validation_images",
     "gradient_checkpointing",
     "compile",
 )
-# Settings of methods added after checkpoints were first written: left out of the identity while at their
-# default (off), so a checkpoint of an earlier tinv still resumes the same run.
-_LEFT_OUT_AT_DEFAULT = (
-    "min_snr_gamma",
-    "masked_loss",
-    "norm",
-    "norm_weight",
-    "early_stop_every",
-    "early_stop_patience",
-)
-
-
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+# Settings of methods added after checkpoints were first written: left out of the identity while at the value
+# that turns them off (an earlier tinv's behaviour), so a checkpoint of an earlier tinv still resumes the same run.
+_OFF: dict[str, Any] = {
+    "min_snr_gamma": 0.0,
+    "masked_loss": False,
+    "norm": "free",
+    "norm_weight": 0.01,
+    "early_stop_every": 0,
+    "early_stop_patience": 3,
+}
 
 
 def run_settings(
@@ -76,7 +73,7 @@ def run_settings(
         "train": {
             k: v
             for k, v in config.to_dict().items()
-            if k not in _NOT_HASHED and not (k in _LEFT_OUT_AT_DEFAULT and v == _DEFAULTS[k])
+            if k not in _NOT_HASHED and not (k in _OFF and v == _OFF[k])
         },
     }
 
