@@ -85,13 +85,15 @@ def render(results: Path, set_name: str, machine: str, command: str) -> str:
         "",
         "#### Reconstruction (samples of the concept's own prompt that show the concept)",
         "",
-        "| recipe | settings | " + " | ".join(str(b) for b in budgets) + " | registered | steps to 90 % |",
-        "|---|---|" + "---:|" * (len(budgets) + 2),
+        "| recipe | settings | runs | "
+        + " | ".join(str(b) for b in budgets)
+        + " | registered | steps to 90 % |",
+        "|---|---|---:|" + "---:|" * (len(budgets) + 2),
     ]
     for recipe, t in table.items():
         cells = [_pct(t["recon"].get(b)) for b in budgets]
         lines.append(
-            f"| {recipe} | {_settings(recipe)} | "
+            f"| {recipe} | {_settings(recipe)} | {t['runs']} | "
             + " | ".join(cells)
             + f" | {_pct(t['final_recon'])} | {t['steps_to_90'] or 'not reached'} |"
         )

@@ -47,8 +47,8 @@ class TrainConfig:
 
     recipe: Recipe = setting(
         "tinv",
-        "defaults of the settings left out: tinv (measured in docs/quality.md) or paper (the diffusers "
-        "example's, exactly)",
+        "defaults of the settings left out: tinv (tinv's, which follow docs/quality.md's benchmark; today "
+        "the paper's) or paper (the diffusers example's, exactly)",
     )
     steps: int = setting(TINV["steps"], "optimizer steps", at_least(1))
     batch_size: int = setting(TINV["batch_size"], "images per step and process", at_least(1))

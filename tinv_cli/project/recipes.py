@@ -4,8 +4,9 @@
 ``[concepts.NAME.train]`` or the command line) always wins over it. Both recipes set the same keys, so
 switching recipe changes every setting that was not given, and nothing else.
 
-- ``tinv``, the default: the combination that learned fastest with no loss of editability in
-  ``benchmarks/learning.py`` (docs/quality.md), where it also has evidence on real models.
+- ``tinv``, the default: where a method goes once it learns faster with no loss of editability in
+  ``benchmarks/learning.py`` (docs/quality.md) and has evidence on real models. None has yet, so today it is
+  the paper's recipe.
 - ``paper``: the diffusers textual inversion example's recipe (the original paper's objective), exactly:
   3,000 steps of batch 1 with 4 accumulated, learning rate 5e-4 scaled by 4, constant; plain MSE loss.
 """
