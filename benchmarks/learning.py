@@ -167,7 +167,7 @@ def run_one(
         "concept": spec.name,
         "kind": spec.kind,
         "seed": seed,
-        "steps_run": summary.steps,
+        "steps_run": summary.steps,  # the configured steps; quality_table.steps_run reads early stops
         "wall_time_s": round(wall, 1),
         "train_loop_s": summary.wall_time_s,
         "early_stop": early,

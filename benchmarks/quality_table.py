@@ -15,6 +15,14 @@ from typing import Any
 from learning import BUDGETS, RECIPES, SETS
 
 
+def steps_run(row: dict[str, Any]) -> int:
+    """The steps a run took: an early-stopped run's last validation step, else its configured steps."""
+    early = row.get("early_stop") or {}
+    if early.get("stopped_early") and early.get("history"):
+        return int(early["history"][-1][0])
+    return int(row["steps_run"])
+
+
 def load(results: Path, set_name: str) -> list[dict[str, Any]]:
     names = {s.name for s in SETS[set_name]}
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
@@ -61,7 +69,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "final_recon": mean(r["scores"]["final"]["reconstruction"] for r in mine),
             "final_edit": mean(r["scores"]["final"]["editability"] for r in mine),
             "steps_to_90": first_at(recon, 0.9),
-            "steps_run": mean(r["steps_run"] for r in mine),
+            "steps_run": mean(steps_run(r) for r in mine),
             "wall": mean(r["wall_time_s"] for r in mine),
             "threads": {r.get("threads") for r in mine},
             "seeds": sorted({r["seed"] for r in mine}),
@@ -133,7 +141,7 @@ def early_stop_lines(rows: list[dict[str, Any]]) -> list[str]:
         final = r["scores"]["final"]["reconstruction"]
         points = {int(s): v["reconstruction"] for s, v in r["scores"].items() if s != "final"}
         lines.append(
-            f"| {r['concept']} | {r['seed']} | {r['steps_run']} | {early.get('best_step')} | "
+            f"| {r['concept']} | {r['seed']} | {steps_run(r)} | {early.get('best_step')} | "
             f"{first_at(dict(sorted(points.items())), final) or 'not reached'} | {_pct(final)} |"
         )
     return [*lines, ""]
