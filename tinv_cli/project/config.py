@@ -122,7 +122,8 @@ class TrainConfig:
         4, "images per validation, when the concept has a validation_prompt", at_least(1)
     )
 
-    explicit: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    # None: every value is literal (a config built in code); from_settings names the ones a table gave.
+    explicit: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, values: dict[str, Any]) -> TrainConfig:
@@ -132,11 +133,13 @@ class TrainConfig:
     def merged(self, overrides: dict[str, Any]) -> TrainConfig:
         """A copy with the given fields replaced (keys must be field names); the settings given by neither
         come from the recipe (which ``overrides`` may change)."""
-        explicit = self.explicit | frozenset(overrides)
+        explicit = None if self.explicit is None else self.explicit | frozenset(overrides)
         return replace(self, **overrides, explicit=explicit).with_recipe()
 
     def with_recipe(self) -> TrainConfig:
         """A copy whose settings not given explicitly are the recipe's."""
+        if self.explicit is None:
+            return self
         preset = {k: v for k, v in RECIPES[self.recipe].items() if k not in self.explicit}
         return replace(self, **preset) if preset else self
 
