@@ -116,10 +116,9 @@ class _Snapshots:
         class Callbacks(TrainCallbacks):
             def on_checkpoint(self, step: int, path: Path) -> None:
                 if step in outer.budgets:
-                    import torch
+                    from tinv_cli.training import checkpoint
 
-                    saved = torch.load(path / "state.pt", weights_only=True)
-                    outer.vectors[step] = [v.clone() for v in saved["vectors"]]
+                    outer.vectors[step] = list(checkpoint.load_state(path)["vectors"])
 
             def on_message(self, message: str) -> None:
                 outer.messages.append(message)

@@ -109,7 +109,7 @@ def score(
     rows are only ever added), sample ``i`` seeded ``seed * 10000 + i`` whatever the vectors."""
     from tinv_cli.embedding import Embedding
     from tinv_cli.sampling import loader
-    from tinv_cli.sampling.denoise import generate_images
+    from tinv_cli.shapes.measure import judged_samples
 
     embedding = Embedding(f"<scored-{len(pipe.tokenizer)}>", vectors.vectors)
     token = embedding.token
@@ -118,16 +118,9 @@ def score(
     jobs = [(recon_prompt(spec), spec.target)] * recon_samples
     jobs += [edits[i % len(edits)] for i in range(edit_samples)]
     prompts = [loader.expand_prompt(p.format(token), [embedding]) for p, _ in jobs]
-    images = generate_images(
-        pipe,
-        prompts,
-        [seed * 10_000 + i for i in range(len(jobs))],
-        steps=SAMPLE_STEPS,
-        guidance=GUIDANCE,
-        size=(scenes.SIZE, scenes.SIZE),
-        batch_size=64,
-    )
-    right = [v.matches(target) for v, (_, target) in zip(judge.classify(images), jobs, strict=True)]
+    seeds = [seed * 10_000 + i for i in range(len(jobs))]
+    verdicts = judged_samples(pipe, judge, prompts, seeds, steps=SAMPLE_STEPS, guidance=GUIDANCE)
+    right = [v.matches(target) for v, (_, target) in zip(verdicts, jobs, strict=True)]
     return {
         "reconstruction": sum(right[:recon_samples]) / recon_samples,
         "editability": sum(right[recon_samples:]) / edit_samples,

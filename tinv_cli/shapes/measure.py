@@ -1,7 +1,8 @@
 """Measurements of the shapes model: how often its samples show what the prompt asks for.
 
 ``prompt_fidelity`` samples every in-vocabulary ``colour shape`` prompt and lets the judge score each sample;
-``accuracy`` scores any list of images against one target label. Both run the pipeline as ``tinv sample`` does
+``accuracy`` scores any list of images against one target label; ``attribute_fidelity`` scores prompts that
+name several attributes, one figure per attribute; ``judged_samples`` is the sampling and reading they share. Both run the pipeline as ``tinv sample`` does
 (the same scheduler choice, steps and guidance), so the figures describe what a user gets.
 """
 
@@ -17,10 +18,20 @@ from tinv_cli.shapes import world
 if TYPE_CHECKING:
     from PIL import Image
 
-    from tinv_cli.shapes.judge import Judge
+    from tinv_cli.shapes.judge import Judge, Judgement
 
 PROMPT = "a photo of a {}"
 BATCH = 64  # images per pipeline call: 32 px images, so a batch this size is small
+
+
+def judged_samples(
+    pipe: Any, judge: Judge, prompts: Sequence[str], seeds: Sequence[int], *, steps: int, guidance: float
+) -> list[Judgement]:
+    """One sample per (prompt, seed) at the judge's size, as ``tinv sample`` makes it, and what the judge reads."""
+    images = generate_images(
+        pipe, prompts, seeds, steps=steps, guidance=guidance, size=(judge.size, judge.size), batch_size=BATCH
+    )
+    return judge.classify(images)
 
 
 @dataclass(frozen=True)
@@ -40,16 +51,8 @@ def prompt_fidelity(
     """Judge ``per_prompt`` samples of each of the 30 ``a photo of a COLOUR SHAPE`` prompts."""
     pairs = [(colour, shape) for colour in world.COLOURS for shape in world.SHAPES]
     prompts = [PROMPT.format(f"{c} {s}") for c, s in pairs for _ in range(per_prompt)]
-    images = generate_images(
-        pipe,
-        prompts,
-        [seed + i for i in range(len(prompts))],
-        steps=steps,
-        guidance=guidance,
-        size=(world.SIZE, world.SIZE),
-        batch_size=BATCH,
-    )
-    verdicts = judge.classify(images)
+    seeds = [seed + i for i in range(len(prompts))]
+    verdicts = judged_samples(pipe, judge, prompts, seeds, steps=steps, guidance=guidance)
     scores = []
     for n, (colour, shape) in enumerate(pairs):
         mine = verdicts[n * per_prompt : (n + 1) * per_prompt]
@@ -95,16 +98,8 @@ def attribute_fidelity(
     """Judge ``per_prompt`` samples of each (prompt, what it names) pair: per attribute, the samples showing the
     named value, and the fraction of samples showing every named value at once."""
     jobs = [(prompt, target) for prompt, target in prompts for _ in range(per_prompt)]
-    images = generate_images(
-        pipe,
-        [prompt for prompt, _ in jobs],
-        [seed + i for i in range(len(jobs))],
-        steps=steps,
-        guidance=guidance,
-        size=(judge.size, judge.size),
-        batch_size=BATCH,
-    )
-    verdicts = judge.classify(images)
+    seeds = [seed + i for i in range(len(jobs))]
+    verdicts = judged_samples(pipe, judge, [p for p, _ in jobs], seeds, steps=steps, guidance=guidance)
     scores = []
     for name in judge.heads:
         named = [(v, t) for v, (_, t) in zip(verdicts, jobs, strict=True) if name in t]
