@@ -58,8 +58,9 @@ class BuildConfig:
     # still carries the latent's mean (at 8x8 latents strongly so: the mean of 64 noise values varies by 1/8),
     # so a model learns to read the ground's brightness from the starting noise instead of the prompt.
     # Offset noise (a random constant per sample and channel, this many standard deviations) makes that mean
-    # noise, as zero terminal SNR with v-prediction (Lin et al. 2024) does; on builtin:scenes both fixed the
-    # ground but learned shapes far more slowly, so the shipped build has neither (docs/shapes.md).
+    # noise, as zero terminal SNR with v-prediction (Lin et al. 2024) does. On builtin:scenes both fixed the
+    # ground, but at 0.35 and more (and with zero SNR) shapes were learned far more slowly; builtin:scenes
+    # ships 0.2 and a longer run (WORLD_DEFAULTS, docs/shapes.md). builtin:shapes has no ground to fix.
     offset_noise: float = 0.0
     prediction_type: str = "epsilon"
     zero_terminal_snr: bool = False
@@ -70,12 +71,14 @@ class BuildConfig:
         return WORLDS[self.world]
 
 
-# What builtin:scenes changes: five attributes, outlines among them, want a sharper VAE and a longer UNet run.
+# What builtin:scenes changes: five attributes, outlines among them, want a sharper VAE and a longer UNet run
+# (its cosine schedule run to the end), and its ground, a latent's mean, wants offset noise.
 WORLD_DEFAULTS: dict[str, dict[str, Any]] = {
     "scenes": {
         "vae_steps": 3000,
-        "unet_steps": 3000,
+        "unet_steps": 5000,
         "judge_steps": 1000,
+        "offset_noise": 0.2,
     }
 }
 
