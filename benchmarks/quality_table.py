@@ -127,21 +127,23 @@ def render(results: Path, set_name: str, machine: str, command: str) -> str:
 
 def early_stop_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Per early-stopped run: where it stopped and which step it kept, against where accuracy settled."""
-    stopped = [r for r in rows if r.get("early_stop")]
+    stopped = sorted(
+        (r for r in rows if r.get("early_stop")), key=lambda r: (r["recipe"], r["concept"], r["seed"])
+    )
     if not stopped:
         return []
     lines = [
         "#### Early stopping",
         "",
-        "| concept | seed | stopped at | kept step | first snapshot at its kept accuracy | kept accuracy |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| recipe | concept | seed | stopped at | kept step | first snapshot at its kept accuracy | kept accuracy |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in stopped:
         early = r["early_stop"]
         final = r["scores"]["final"]["reconstruction"]
         points = {int(s): v["reconstruction"] for s, v in r["scores"].items() if s != "final"}
         lines.append(
-            f"| {r['concept']} | {r['seed']} | {steps_run(r)} | {early.get('best_step')} | "
+            f"| {r['recipe']} | {r['concept']} | {r['seed']} | {steps_run(r)} | {early.get('best_step')} | "
             f"{first_at(dict(sorted(points.items())), final) or 'not reached'} | {_pct(final)} |"
         )
     return [*lines, ""]

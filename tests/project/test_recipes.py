@@ -65,3 +65,13 @@ def test_the_recipe_name_is_not_part_of_a_runs_identity() -> None:
     assert paper.to_dict() != same.to_dict()  # only the name differs
     hashed = [{k: v for k, v in c.to_dict().items() if k not in resume._NOT_HASHED} for c in (paper, same)]
     assert hashed[0] == hashed[1]
+
+
+def test_tinv_is_the_paper_with_early_stopping_and_paper_turns_it_off(tmp_path: Path) -> None:
+    """The one measured difference (docs/quality.md): switching recipe switches early stopping, nothing else."""
+    assert {k for k in TINV if TINV[k] != PAPER[k]} == {"early_stop_every"}
+    tinv = load_project(_project(tmp_path / "a")).concepts["toy"].train
+    paper = load_project(_project(tmp_path / "b", 'recipe = "paper"')).concepts["toy"].train
+    assert (tinv.early_stop_every, paper.early_stop_every) == (50, 0)
+    given = load_project(_project(tmp_path / "c", "early_stop_every = 0")).concepts["toy"].train
+    assert given.early_stop_every == 0

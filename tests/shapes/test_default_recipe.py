@@ -13,10 +13,14 @@ import pytest
 from tinv_cli.project.recipes import TINV
 from tinv_cli.shapes.concepts import TEST, score, write_images
 
-# docs/quality.md, the default recipe (today the paper's) on this concept, seeds 0 and 1: reconstruction 100 %
-# and 81 %, editability 42 % and 58 %. The bars leave room for another machine's rounding and thread count.
-RECONSTRUCTION_BAR = 0.70
-EDITABILITY_BAR = 0.25
+# docs/quality.md, the default recipe (the paper's with early stopping) on this concept, seeds 0 and 1:
+# reconstruction 100 % and 94 %, editability 92 % and 92 %, stopped after 550 and 250 of 3,000 steps, as the
+# benchmark runs it (one batch of 4). Run as the recipe is written (1 x 4 accumulated, the same update to
+# rounding) seed 0 stopped at 850: rounding, the thread count and the machine move where a flat validation loss
+# is lowest (that run: 100 % and 100 %), so the bars leave room, the steps' at half the paper's.
+RECONSTRUCTION_BAR = 0.80
+EDITABILITY_BAR = 0.70
+STEPS_BAR = 1500
 
 
 @pytest.mark.slow
@@ -41,7 +45,10 @@ def test_the_default_recipe_learns_a_held_out_scenes_concept(tmp_path: Path) -> 
     project = load_project(tmp_path / "concepts.toml")
     assert project.concepts[spec.name].train.steps == TINV["steps"]  # the recipe's, not the test's
     summary = train(TrainRequest(project=project, concept=spec.name))
-    embedding = Registry().get(summary.entry).embedding()
+    entry = Registry().get(summary.entry)
+    embedding = entry.embedding()
+    early = entry.info["training"]["early_stop"]
+    assert early["stopped_early"] and early["history"][-1][0] <= STEPS_BAR, early
     folder = refs.check_model_ref("builtin:scenes")
     assert folder is not None
     pipe = loader.use_tinv_expansion(

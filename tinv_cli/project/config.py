@@ -4,7 +4,7 @@ Every key of the file is a field made with ``schema.setting``, which holds its d
 annotation gives its type. ``load.py`` checks the file against these fields, ``template.py`` writes them out
 for ``tinv init`` and ``cli/train_cmd.py`` makes them options of ``tinv train``, so a setting is declared here
 and nowhere else. The trainer, sampler and hub code only ever see these objects. Train defaults are the
-diffusers example's cat-toy recipe.
+``tinv`` recipe's (``recipes.py``): the diffusers example's cat-toy recipe with early stopping.
 """
 
 # setting() returns a dataclasses.field(); ruff's check for calls in dataclass defaults cannot see that.
@@ -47,8 +47,8 @@ class TrainConfig:
 
     recipe: Recipe = setting(
         "tinv",
-        "defaults of the settings left out: tinv (tinv's, which follow docs/quality.md's benchmark; today "
-        "the paper's) or paper (the diffusers example's, exactly)",
+        "defaults of the settings left out: tinv (the paper's with early stopping, from docs/quality.md's "
+        "benchmark) or paper (the diffusers example's, exactly)",
     )
     steps: int = setting(TINV["steps"], "optimizer steps", at_least(1))
     batch_size: int = setting(TINV["batch_size"], "images per step and process", at_least(1))
@@ -106,7 +106,9 @@ class TrainConfig:
         at_least(0),
     )
     early_stop_patience: int = setting(
-        3, "validation losses without improvement before the run stops early", at_least(1)
+        TINV["early_stop_patience"],
+        "validation losses without improvement before the run stops early",
+        at_least(1),
     )
     gradient_checkpointing: bool = setting(
         False, "trade compute for memory in the text encoder (about 30% slower)"
