@@ -98,7 +98,7 @@ def test_builtin_scenes_ships_and_resolves() -> None:
 
 
 # docs/shapes.md: the shipped model's lowest attribute (colour) is 89.7 % over 960 samples; this test draws 120,
-# 24 per colour, so it holds each attribute to the figure less a margin for that sample's noise.
+# 20 per colour, so it holds each attribute to the figure less a margin for that sample's noise.
 FIDELITY_BAR = 0.8
 
 

@@ -2,8 +2,9 @@
 
 ``prompt_fidelity`` samples every in-vocabulary ``colour shape`` prompt and lets the judge score each sample;
 ``accuracy`` scores any list of images against one target label; ``attribute_fidelity`` scores prompts that
-name several attributes, one figure per attribute; ``judged_samples`` is the sampling and reading they share. Both run the pipeline as ``tinv sample`` does
-(the same scheduler choice, steps and guidance), so the figures describe what a user gets.
+name several attributes, one figure per attribute. ``judged_samples``, the sampling and reading they share,
+runs the pipeline as ``tinv sample`` does (the same scheduler choice, steps and guidance), so the figures
+describe what a user gets.
 """
 
 from __future__ import annotations
