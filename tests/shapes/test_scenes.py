@@ -97,9 +97,9 @@ def test_builtin_scenes_ships_and_resolves() -> None:
         assert right / len(held) >= 0.97, head
 
 
-# docs/shapes.md: the shipped model's lowest attribute (colour) is 89.7 % over 960 samples; this test draws 120,
-# 20 per colour, so it holds each attribute to the figure less a margin for that sample's noise.
-FIDELITY_BAR = 0.8
+# docs/shapes.md: the shipped model's lowest attribute (colour) is 95.2 % over 960 samples; this test draws 120,
+# 20 per colour, so it holds each attribute to the figure less a margin for that sample's noise (about 2 points).
+FIDELITY_BAR = 0.85
 
 
 @pytest.mark.slow

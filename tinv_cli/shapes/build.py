@@ -60,7 +60,7 @@ class BuildConfig:
     # Offset noise (a random constant per sample and channel, this many standard deviations) makes that mean
     # noise, as zero terminal SNR with v-prediction (Lin et al. 2024) does. On builtin:scenes both fixed the
     # ground, but at 0.35 and more (and with zero SNR) shapes were learned far more slowly; builtin:scenes
-    # ships 0.2 and a longer run (WORLD_DEFAULTS, docs/shapes.md). builtin:shapes has no ground to fix.
+    # ships 0.22 and a longer run (WORLD_DEFAULTS, docs/shapes.md). builtin:shapes has no ground to fix.
     offset_noise: float = 0.0
     prediction_type: str = "epsilon"
     zero_terminal_snr: bool = False
@@ -76,9 +76,9 @@ class BuildConfig:
 WORLD_DEFAULTS: dict[str, dict[str, Any]] = {
     "scenes": {
         "vae_steps": 3000,
-        "unet_steps": 5000,
+        "unet_steps": 7000,
         "judge_steps": 1000,
-        "offset_noise": 0.2,
+        "offset_noise": 0.22,
     }
 }
 
