@@ -17,8 +17,8 @@ runs that long) are scored by the world's judge:
 
 Each (recipe, concept, seed) is one line of ``--results`` (JSON), written when it finishes: a killed benchmark
 rerun with the same file goes on with what is missing. ``--jobs 2`` runs two single-threaded workers side by
-side; their accuracies are the same as one worker's (every run is seeded), their wall times are not figures
-(the table's wall times come from ``--jobs 1``). Writes the table into ``docs/quality.md``.
+side; their accuracies are the same as one worker's (every run is seeded), and their wall times compare with
+each other, not with a run alone (the table's machine line says how the runs were spread). Writes the table into ``docs/quality.md``.
 """
 
 from __future__ import annotations
@@ -272,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from quality_table import render
 
-    text = render(args.results, args.set, machine(), " ".join(sys.argv[1:]))
+    spread = f"{args.jobs} worker(s) side by side, {args.threads} torch thread(s) each"
+    order = list(dict.fromkeys([*args.recipes, *RECIPES]))  # the recipes asked for first
+    text = render(args.results, args.set, machine(spread), " ".join(sys.argv[1:]), order=order)
     print(text)
     if not args.no_write:
         write_section(ROOT / "docs" / "quality.md", f"learning-{args.set}", text, title="# Embedding quality")

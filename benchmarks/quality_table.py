@@ -77,9 +77,13 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def render(results: Path, set_name: str, machine: str, command: str) -> str:
+def render(results: Path, set_name: str, machine: str, command: str, order: list[str] | None = None) -> str:
+    """The set's tables, one row per recipe in ``order`` (the results file's order for the rest)."""
     rows = load(results, set_name)
-    table = summary(rows)
+    unordered = summary(rows)
+    rank = {name: n for n, name in enumerate(order or [])}
+    table = dict(sorted(unordered.items(), key=lambda item: rank.get(item[0], len(rank))))
+    seeds = sorted({r["seed"] for r in rows})
     concepts = sorted({r["concept"] for r in rows})
     budgets = [b for b in BUDGETS if any(b in t["recon"] for t in table.values())]
     lines = [
@@ -88,7 +92,7 @@ def render(results: Path, set_name: str, machine: str, command: str) -> str:
         "",
         f"Machine: {machine}",
         "",
-        f"Set `{set_name}`: {', '.join(f'`{c}`' for c in concepts)}; seeds {table and next(iter(table.values()))['seeds']}. "
+        f"Set `{set_name}`: {', '.join(f'`{c}`' for c in concepts)}; seeds {seeds} (the runs column counts each recipe's). "
         "Means over concepts and seeds.",
         "",
         "#### Reconstruction (samples of the concept's own prompt that show the concept)",

@@ -26,12 +26,14 @@ def cpu_model() -> str:
     return cpu
 
 
-def machine() -> str:
-    """The CPU, how many threads torch uses, and the Python and torch versions."""
+def machine(threads: str = "") -> str:
+    """The CPU, how many threads torch uses (or ``threads``: how the work was spread, where the measuring
+    processes are not this one), and the Python and torch versions."""
     import torch
 
+    threads = threads or f"torch uses {torch.get_num_threads()} threads"
     return (
-        f"{cpu_model()}, {os.cpu_count()} logical CPUs visible (torch uses {torch.get_num_threads()} threads), "
+        f"{cpu_model()}, {os.cpu_count()} logical CPUs visible ({threads}), "
         f"Python {platform.python_version()}, torch {torch.__version__}, {platform.system()} {platform.release()}"
     )
 
