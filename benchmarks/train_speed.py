@@ -511,10 +511,31 @@ def run_example(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[st
 # (b) tinv's trainer.
 
 
+def bench_project(work: Path, steps: int, resolution: int, precision: str, *, compile: bool = False) -> Any:
+    """The one-concept project tinv trains here: batch 1, no accumulation, no checkpoints, images in
+    ``work/images``, the rest the default recipe's."""
+    from tinv_cli.project.config import Concept, ModelConfig, Project, TrainConfig
+
+    settings = TrainConfig(
+        steps=steps,
+        batch_size=1,
+        gradient_accumulation=1,
+        resolution=resolution,
+        mixed_precision=MIXED[precision],  # type: ignore[arg-type]
+        checkpoint_every=0,
+        **({"compile": True} if compile else {}),
+    )
+    concept = Concept(
+        name="bench", token=TOKEN, images=work / "images", initializer=INITIALIZER, train=settings
+    )
+    return Project(
+        path=work / "concepts.toml", model=ModelConfig(base="sd15-random"), concepts={"bench": concept}
+    )
+
+
 def run_tinv(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str, Any]:
     import torch
 
-    from tinv_cli.project.config import Concept, ModelConfig, Project, TrainConfig
     from tinv_cli.registry.store import Registry
     from tinv_cli.training.recipe import train
     from tinv_cli.training.request import TrainCallbacks, TrainRequest
@@ -522,21 +543,7 @@ def run_tinv(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str, 
     os.environ["TINV_HOME"] = str(work / "home")
     pipe = model_pipeline(args, getattr(torch, DTYPES[args.precision]), work)
     total = args.warmup + args.steps
-    settings = TrainConfig(
-        steps=total,
-        batch_size=1,
-        gradient_accumulation=1,
-        resolution=args.resolution,
-        mixed_precision=MIXED[args.precision],  # type: ignore[arg-type]
-        checkpoint_every=0,
-        **({"compile": True} if args.compile else {}),
-    )
-    concept = Concept(
-        name="bench", token=TOKEN, images=work / "images", initializer=INITIALIZER, train=settings
-    )
-    project = Project(
-        path=work / "concepts.toml", model=ModelConfig(base="sd15-random"), concepts={"bench": concept}
-    )
+    project = bench_project(work, total, args.resolution, args.precision, compile=args.compile)
 
     class Steps(TrainCallbacks):
         """The trainer's own loop, paced by the parent: each step starts on a go-ahead."""
