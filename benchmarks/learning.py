@@ -18,7 +18,8 @@ runs that long) are scored by the world's judge:
 Each (recipe, concept, seed) is one line of ``--results`` (JSON), written when it finishes: a killed benchmark
 rerun with the same file goes on with what is missing. ``--jobs 2`` runs two single-threaded workers side by
 side; their accuracies are the same as one worker's (every run is seeded), and their wall times compare with
-each other, not with a run alone (the table's machine line says how the runs were spread). Writes the table into ``docs/quality.md``.
+each other, not with a run alone (the table's machine line says how the runs were spread). Writes the table
+into ``docs/quality.md``.
 """
 
 from __future__ import annotations

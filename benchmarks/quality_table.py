@@ -72,7 +72,6 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "steps_run": mean(steps_run(r) for r in mine),
             "wall": mean(r["wall_time_s"] for r in mine),
             "threads": {r.get("threads") for r in mine},
-            "seeds": sorted({r["seed"] for r in mine}),
         }
     return out
 

@@ -70,41 +70,21 @@ def profile_tinv(args: argparse.Namespace, pipe: Any, work: Path) -> tuple[Ops, 
 
 
 def profile_floor(args: argparse.Namespace, pipe: Any) -> tuple[Ops, list[float]]:
-    """Variant (c)'s step on ``pipe``'s text encoder and UNet, laid out as tinv lays them out."""
+    """Variant (c)'s step (``train_speed.floor_step``) on ``pipe``'s modules; the last ``args.steps`` profiled."""
     import torch
-    import torch.nn.functional as F
+    import train_speed as ts
 
-    from tinv_cli.training import speed
-
-    dtype = pipe.unet.dtype
-    text_encoder, unet = pipe.text_encoder, pipe.unet
-    text_encoder.requires_grad_(False).train()
-    unet.requires_grad_(False)
-    speed.to_channels_last(unet)
-    text_encoder.get_input_embeddings().register_forward_hook(
-        lambda module, inputs, output: output.detach().requires_grad_(True)
-    )
-    side = args.resolution // 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    generator = torch.Generator().manual_seed(0)
-    latents = torch.randn(1, 4, side, side, generator=generator)
-    noise = torch.randn(1, 4, side, side, generator=generator)
-    timesteps = torch.tensor([500])
-    ids = pipe.tokenizer(
-        "a photo of a toy", padding="max_length", max_length=77, return_tensors="pt"
-    ).input_ids
-    autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)
+    modules = {
+        name: getattr(pipe, name) for name in ("text_encoder", "unet", "vae", "tokenizer", "scheduler")
+    }
+    step = ts.floor_step(modules, args.resolution, torch.device("cpu"))
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
     times = []
-    for step in range(args.warmup + args.steps):
-        if step == args.warmup:
+    for n in range(args.warmup + args.steps):
+        if n == args.warmup:
             prof.__enter__()
         begin = time.perf_counter()
-        with autocast:
-            noisy = pipe.scheduler.add_noise(latents, noise, timesteps)
-            hidden = text_encoder(ids)[0]
-            pred = unet(noisy.to(dtype), timesteps, hidden.to(dtype)).sample
-            loss = F.mse_loss(pred.float(), noise.float())
-        loss.backward()
+        step()
         times.append(time.perf_counter() - begin)
     prof.__exit__(None, None, None)
     return _ops(prof, args.steps), times[args.warmup :]
@@ -112,18 +92,19 @@ def profile_floor(args: argparse.Namespace, pipe: Any) -> tuple[Ops, list[float]
 
 def render(args: argparse.Namespace, tinv: Ops, floor: Ops, times: dict[str, list[float]]) -> str:
     total = {name: sum(ms for ms, _ in ops.values()) for name, ops in (("tinv", tinv), ("floor", floor))}
+    floor_calls = {op: calls for op, (_, calls) in floor.items()}
     # Per op tinv calls more often: the self time of its extra calls, at tinv's own time per call.
     extra = sorted(
         (
-            (op, ms * (calls - floor.get(op, (0.0, 0))[1]) / calls, calls, floor.get(op, (0.0, 0))[1])
+            (op, ms * (calls - floor_calls.get(op, 0)) / calls, calls, floor_calls.get(op, 0))
             for op, (ms, calls) in tinv.items()
-            if calls > floor.get(op, (0.0, 0))[1] + 1e-9
+            if calls > floor_calls.get(op, 0) + 1e-9
         ),
         key=lambda row: -row[1],
     )
     added = sum(ms for _, ms, _, _ in extra)
     heavy = sorted(tinv, key=lambda op: -tinv[op][0])[:6]
-    same = all(abs(tinv[op][1] - floor.get(op, (0.0, 0))[1]) < 1e-9 for op in heavy)
+    same = all(abs(tinv[op][1] - floor_calls.get(op, 0)) < 1e-9 for op in heavy)
     lines = [
         START,
         f"Command: `.venv/bin/python benchmarks/step_profile.py --precision {args.precision} --steps {args.steps}`",

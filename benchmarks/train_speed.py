@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -570,17 +571,16 @@ def run_tinv(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str, 
 # (c) the floor.
 
 
-def run_floor(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str, Any]:
+def floor_step(m: dict[str, Any], resolution: int, device: Any) -> Callable[[], None]:
+    """The floor's step on ``m``'s text encoder and UNet (frozen, laid out as tinv's trainer lays them out, on
+    ``device``): their forward and backward on fixed inputs, the gradient starting at the token embeddings."""
     import torch
     import torch.nn.functional as F
 
     from tinv_cli.training import speed
 
-    device = lock.device
-    dtype = getattr(torch, DTYPES[args.precision])
-    m = model_modules(args, {"text_encoder": dtype, "unet": dtype, "vae": dtype}, work)
-    tokenizer, text_encoder, unet = m["tokenizer"], m["text_encoder"].to(device), m["unet"].to(device)
-    exact, built = reset_peak(device)
+    text_encoder, unet, scheduler = m["text_encoder"], m["unet"], m["scheduler"]
+    dtype = unet.dtype
     text_encoder.requires_grad_(False).train()
     unet.requires_grad_(False)
     speed.to_channels_last(unet)  # as tinv's trainer lays it out
@@ -588,23 +588,38 @@ def run_floor(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str,
     text_encoder.get_input_embeddings().register_forward_hook(
         lambda module, inputs, output: output.detach().requires_grad_(True)
     )
-    side = args.resolution // 2 ** (len(m["vae"].config.block_out_channels) - 1)  # the latents' side
+    side = resolution // 2 ** (len(m["vae"].config.block_out_channels) - 1)  # the latents' side
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(1, 4, side, side, generator=generator).to(device)
     noise = torch.randn(1, 4, side, side, generator=generator).to(device)
     timesteps = torch.tensor([500], device=device)
-    prompt = tokenizer("a photo of a toy", padding="max_length", max_length=77, return_tensors="pt")
+    prompt = m["tokenizer"]("a photo of a toy", padding="max_length", max_length=77, return_tensors="pt")
     ids = prompt.input_ids.to(device)
-    scheduler = m["scheduler"]
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    for _ in range(args.warmup + args.steps):
-        lock.go()
+
+    def step() -> None:
         with autocast:
             noisy = scheduler.add_noise(latents, noise, timesteps)
             hidden = text_encoder(ids)[0]
             pred = unet(noisy.to(dtype), timesteps, hidden.to(dtype)).sample
             loss = F.mse_loss(pred.float(), noise.float())
         loss.backward()
+
+    return step
+
+
+def run_floor(args: argparse.Namespace, work: Path, lock: Lockstep) -> dict[str, Any]:
+    import torch
+
+    device = lock.device
+    dtype = getattr(torch, DTYPES[args.precision])
+    m = model_modules(args, {"text_encoder": dtype, "unet": dtype, "vae": dtype}, work)
+    m["text_encoder"], m["unet"] = m["text_encoder"].to(device), m["unet"].to(device)
+    exact, built = reset_peak(device)
+    step = floor_step(m, args.resolution, device)
+    for _ in range(args.warmup + args.steps):
+        lock.go()
+        step()
         lock.done()
     return _result(args, lock, read_peak(device), exact, built)
 

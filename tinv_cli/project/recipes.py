@@ -7,7 +7,7 @@ switching recipe changes every setting that was not given, and nothing else.
 - ``tinv``, the default: the paper's recipe with early stopping on a deterministic validation loss
   (``early_stop_every = 50``, patience 3; ``training/early_stop.py``), which keeps the best vectors and ends
   the run when they stop improving. In ``benchmarks/learning.py`` (docs/quality.md) it registered the paper's
-  accuracy and editability, to within the benchmark's noise, after a sixth of its steps, and DVAR (Voronov et
+  accuracy and editability, to within the benchmark's noise, after a fifth of its steps, and DVAR (Voronov et
   al., NeurIPS 2023) measured the same on Stable Diffusion. ``steps`` stays the paper's 3,000, as the cap.
 - ``paper``: the diffusers textual inversion example's recipe (the original paper's objective), exactly:
   3,000 steps of batch 1 with 4 accumulated, learning rate 5e-4 scaled by 4, constant; plain MSE loss; no
